@@ -1,0 +1,130 @@
+"""Heuristic scheduling policies. Each orders the ready queue by the user's task priority first, then by its rule.
+
+- fifo: tasks in the order they became ready, first node that fits (a plain task queue, as Ray's default).
+- job-fifo: whole workflows in arrival order; within one, tasks in ready order.
+- srpt-cp: the workflow with the least remaining predicted work first; within it, the task with the longest
+  predicted path to the end (critical path first).
+- heft: highest upward rank (bottom level on predicted durations) first, over all workflows; best-fit node.
+- tetris: multi-resource packing: among the first tasks by SRPT order, start the (task, node) pair whose demand
+  best aligns with the node's free resources, with a bias toward short remaining work (Grandl et al., 2014).
+- random: a seeded random order (a sanity floor).
+"""
+
+from __future__ import annotations
+
+import random as _random
+
+from .interface import EPS, Decision, JobView, NodeView, ReadyTask, SchedulingPolicy, SchedulingState, iter_first
+
+
+class FifoPolicy(SchedulingPolicy):
+    name = "fifo"
+    description = "tasks in ready order, first node that fits (a plain task queue)"
+
+    def task_key(self, task: ReadyTask, job: JobView) -> tuple:
+        return (-task.priority, task.ready_time)
+
+
+class JobFifoPolicy(SchedulingPolicy):
+    name = "job-fifo"
+    description = "workflows in arrival order; tasks in ready order within a workflow"
+    orders_jobs = True
+
+    def job_key(self, job: JobView) -> tuple:
+        return (-job.priority, job.arrival)
+
+    def task_key(self, task: ReadyTask, job: JobView) -> tuple:
+        return (-task.priority, task.ready_time)
+
+
+class SrptCriticalPathPolicy(SchedulingPolicy):
+    name = "srpt-cp"
+    description = "least remaining predicted work first; longest path to the end first within a workflow"
+    orders_jobs = True
+
+    def job_key(self, job: JobView) -> tuple:
+        return (-job.priority, job.remaining_work)
+
+    def task_key(self, task: ReadyTask, job: JobView) -> tuple:
+        return (-task.priority, -float(job.analysis.bottom_level[task.task]))
+
+
+def best_fit(task: ReadyTask, free_cpus: list[float], free_memory: list[float], free_gpus: list[float],
+             nodes: NodeView) -> int | None:
+    """The fitting node left with the least free cpu (ties: least memory), keeping large holes for large tasks."""
+    best, best_left = None, None
+    c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+    for i in range(len(free_cpus)):
+        if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g:
+            left = (free_cpus[i] - task.cpus, free_memory[i] - task.memory)
+            if best_left is None or left < best_left:
+                best, best_left = i, left
+    return best
+
+
+class HeftPolicy(SchedulingPolicy):
+    name = "heft"
+    description = "highest upward rank (predicted bottom level) first across workflows; best-fit node"
+
+    def task_key(self, task: ReadyTask, job: JobView) -> tuple:
+        return (-task.priority, -float(job.analysis.bottom_level[task.task]), task.ready_time)
+
+    def place(self, task, nodes, free_cpus, free_memory, free_gpus):
+        # Nodes run at one speed, so every fitting node gives the same earliest finish; best fit packs.
+        return best_fit(task, free_cpus, free_memory, free_gpus, nodes)
+
+
+class TetrisPolicy(SrptCriticalPathPolicy):
+    name = "tetris"
+    description = "multi-resource packing: best (task, node) alignment among the first SRPT candidates"
+    candidates = 32
+    srpt_weight = 0.5
+
+    def schedule(self, state: SchedulingState) -> list[Decision]:
+        nodes = state.nodes
+        free_c, free_m, free_g = list(nodes.free_cpus), list(nodes.free_memory), list(nodes.free_gpus)
+        cap_c = max(nodes.cap_cpus) or 1.0
+        cap_m = max(nodes.cap_memory) or 1.0
+        pool = list(iter_first(state.ready(), self.candidates))
+        if not pool:
+            return []
+        jobs = state.jobs
+        work = [jobs[t.job].remaining_work for t in pool]
+        max_work = max(work) or 1.0
+        decisions: list[Decision] = []
+        while pool and max(free_c) > EPS:
+            best = None
+            best_score = -1e300
+            for k, t in enumerate(pool):
+                dc, dm = t.cpus / cap_c, t.memory / cap_m
+                for i in range(len(free_c)):
+                    if free_c[i] >= t.cpus - EPS and free_m[i] >= t.memory - EPS and free_g[i] >= t.gpus - EPS:
+                        align = dc * free_c[i] / cap_c + dm * free_m[i] / cap_m
+                        score = align - self.srpt_weight * (work[k] / max_work) * (dc + dm) \
+                            + 1e-6 * t.priority
+                        if score > best_score:
+                            best, best_score = (k, i), score
+            if best is None:
+                break
+            k, i = best
+            t = pool.pop(k)
+            work.pop(k)
+            free_c[i] -= t.cpus
+            free_m[i] -= t.memory
+            free_g[i] -= t.gpus
+            decisions.append(Decision(t, i))
+        return decisions
+
+
+class RandomPolicy(SchedulingPolicy):
+    name = "random"
+    description = "seeded random order, first fit (a sanity floor)"
+
+    def __init__(self, seed: int = 0):
+        self._rng = _random.Random(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        self._rng = _random.Random(seed)
+
+    def task_key(self, task: ReadyTask, job: JobView) -> tuple:
+        return (-task.priority, self._rng.random())

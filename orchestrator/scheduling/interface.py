@@ -1,0 +1,190 @@
+"""The one scheduling-policy interface, shared by the simulator, the Ray runtime and the RL environment.
+
+An engine keeps a `SchedulingState`: the active jobs (workflow DAGs with task statuses and predicted
+durations), the ready tasks in the policy's queue order, and the free resources of each node. Whenever something
+changes it calls `policy.schedule(state)`, which returns `Decision`s: which ready task starts now, on which node.
+The engine checks each decision fits, reserves the resources and starts the task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..dag import DagAnalysis, DagArrays
+
+EPS = 1e-9
+
+
+class ReadyTask:
+    """A task whose parents have all finished, waiting to be placed. Created once per (re)entry to the ready set."""
+
+    __slots__ = ("job", "task", "cpus", "memory", "gpus", "predicted", "ready_time", "seq", "priority", "key")
+
+    def __init__(self, job: int, task: int, cpus: float, memory: float, gpus: float, predicted: float,
+                 ready_time: float, seq: int, priority: int = 0):
+        self.job = job  # the engine's job index
+        self.task = task  # index into the job's DagArrays
+        self.cpus = cpus
+        self.memory = memory
+        self.gpus = gpus
+        self.predicted = predicted  # predicted duration in seconds: what a scheduler may know
+        self.ready_time = ready_time
+        self.seq = seq  # engine-wide order of becoming ready (a unique tie-breaker)
+        self.priority = priority  # the user's priority: higher runs first in every heuristic
+        self.key: tuple = ()
+
+    def __repr__(self) -> str:
+        return f"ReadyTask(job={self.job}, task={self.task}, cpus={self.cpus}, predicted={self.predicted:.3g})"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Start `task` on node index `node`."""
+
+    task: ReadyTask
+    node: int
+
+
+class NodeView:
+    """Capacities and live free resources per node (plain lists: policies read single entries in hot loops)."""
+
+    __slots__ = ("names", "cap_cpus", "cap_memory", "cap_gpus", "free_cpus", "free_memory", "free_gpus")
+
+    def __init__(self, names: list[str], cpus: list[float], memory: list[float], gpus: list[float]):
+        self.names = list(names)
+        self.cap_cpus = [float(c) for c in cpus]
+        self.cap_memory = [float(m) for m in memory]
+        self.cap_gpus = [float(g) for g in gpus]
+        self.free_cpus = list(self.cap_cpus)
+        self.free_memory = list(self.cap_memory)
+        self.free_gpus = list(self.cap_gpus)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def fits(self, node: int, cpus: float, memory: float, gpus: float) -> bool:
+        return (self.free_cpus[node] >= cpus - EPS and self.free_memory[node] >= memory - EPS
+                and self.free_gpus[node] >= gpus - EPS)
+
+    def reserve(self, node: int, cpus: float, memory: float, gpus: float) -> None:
+        self.free_cpus[node] -= cpus
+        self.free_memory[node] -= memory
+        self.free_gpus[node] -= gpus
+
+    def release(self, node: int, cpus: float, memory: float, gpus: float) -> None:
+        self.free_cpus[node] += cpus
+        self.free_memory[node] += memory
+        self.free_gpus[node] += gpus
+
+
+class JobView(Protocol):
+    """What a policy may read about an active job (a running workflow)."""
+
+    id: int
+    name: str
+    arrival: float
+    priority: int
+    dag: DagArrays
+    predicted: np.ndarray  # predicted duration per task
+    analysis: DagAnalysis  # computed on predicted durations
+    status: np.ndarray  # int8 per task, see TASK_* codes
+    remaining_work: float  # predicted cpu-seconds of tasks not finished
+    remaining_tasks: int
+
+
+# Task status codes in JobView.status (compact mirror of states.TaskStatus for array use).
+TASK_PENDING, TASK_READY, TASK_RUNNING, TASK_DONE, TASK_FAILED = 0, 1, 2, 3, 4
+
+
+class SchedulingState(Protocol):
+    now: float
+    nodes: NodeView
+    jobs: Mapping[int, JobView]
+
+    def ready(self) -> Iterable[ReadyTask]:
+        """Ready tasks in the policy's queue order."""
+
+    @property
+    def num_ready(self) -> int: ...
+
+
+class SchedulingPolicy(ABC):
+    """Base class of every policy. Subclasses set the queue order through `task_key` (and `job_key` when the
+    policy orders jobs first), and may override `place` (which node) or `schedule` (everything).
+
+    The default `schedule` is list scheduling: walk the ready tasks in queue order and start each on the node
+    `place` picks, skipping tasks that fit nowhere, until the cluster is full.
+    """
+
+    name: str = "base"
+    description: str = ""
+    orders_jobs: bool = False  # True: the queue is ordered by job_key first, then by task_key within a job
+    scan_limit: int = 64  # how many non-fitting tasks to skip over before giving up (backfilling depth)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Called by an engine before a run."""
+
+    def on_job_arrival(self, job: JobView) -> None:
+        """Called once per job before its first task becomes ready (precompute per-job ranks here)."""
+
+    def task_key(self, task: ReadyTask, job: JobView) -> tuple:
+        """Queue order of a ready task (ascending). Evaluated once, when the task becomes ready."""
+        return (-task.priority, task.ready_time)
+
+    def job_key(self, job: JobView) -> tuple:
+        """Queue order of a job (ascending), re-evaluated when the job progresses. Used if `orders_jobs`."""
+        return (-job.priority, job.arrival, job.id)
+
+    def place(self, task: ReadyTask, nodes: NodeView, free_cpus: list[float], free_memory: list[float],
+              free_gpus: list[float]) -> int | None:
+        """Pick a node for a task given tentative free resources; None if it fits nowhere. Default: first fit."""
+        c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+        for i in range(len(free_cpus)):
+            if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g:
+                return i
+        return None
+
+    def schedule(self, state: SchedulingState) -> list[Decision]:
+        nodes = state.nodes
+        free_c = list(nodes.free_cpus)
+        free_m = list(nodes.free_memory)
+        free_g = list(nodes.free_gpus)
+        max_free = max(free_c) if free_c else 0.0
+        decisions: list[Decision] = []
+        misses = 0
+        for task in state.ready():
+            if task.cpus > max_free + EPS:
+                misses += 1
+                if misses >= self.scan_limit or max_free < EPS:
+                    break
+                continue
+            node = self.place(task, nodes, free_c, free_m, free_g)
+            if node is None:
+                misses += 1
+                if misses >= self.scan_limit:
+                    break
+                continue
+            free_c[node] -= task.cpus
+            free_m[node] -= task.memory
+            free_g[node] -= task.gpus
+            decisions.append(Decision(task, node))
+            max_free = max(free_c)
+            if max_free < EPS:
+                break  # no cpu left anywhere (a zero-cpu task waits for the next round)
+        return decisions
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description}
+
+
+def iter_first(iterable: Iterable[ReadyTask], k: int) -> Iterator[ReadyTask]:
+    """The first k items of the ready iteration."""
+    for i, item in enumerate(iterable):
+        if i >= k:
+            return
+        yield item

@@ -1,0 +1,255 @@
+"""A discrete-event simulator of workflows on a cluster. Pure: a function of (workload, cluster, policy, seed).
+
+Tasks hold their requested resources for their *actual* duration; the policy only sees *predicted* durations.
+The `Simulation` object is itself the `SchedulingState` the policy reads. `run()` drives it to the end;
+`advance()` / `apply()` let a learning environment take one decision at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..dag import analyse
+from ..errors import PolicyError, SimulationError
+from ..scheduling.interface import (
+    EPS,
+    TASK_DONE,
+    TASK_PENDING,
+    TASK_READY,
+    TASK_RUNNING,
+    Decision,
+    NodeView,
+    ReadyTask,
+    SchedulingPolicy,
+)
+from ..scheduling.queue import ReadyQueue
+from .cluster import Cluster
+from .metrics import SimResult, compute_result
+from .workload import Job, Workload
+
+_ARRIVAL, _FINISH = 0, 1
+
+
+class JobState:
+    """An active job as the policy sees it (satisfies `JobView`)."""
+
+    __slots__ = ("id", "name", "family", "arrival", "priority", "dag", "predicted", "analysis", "status",
+                 "remaining_work", "remaining_tasks", "finish", "job", "pending", "cpus", "memory", "gpus",
+                 "actual", "pred", "kids_ptr", "kids", "start", "end", "node")
+
+    def __init__(self, job: Job, record: bool):
+        dag = job.dag
+        self.id = job.id
+        self.name = job.name
+        self.family = job.family
+        self.arrival = job.arrival
+        self.priority = job.priority
+        self.dag = dag
+        self.job = job
+        self.predicted = job.predicted
+        self.analysis = analyse(dag, job.predicted)
+        self.status = bytearray(dag.n)  # TASK_* codes; np.frombuffer(status, np.int8) for an array view
+        self.remaining_work = float((job.predicted * dag.cpus).sum())
+        self.remaining_tasks = dag.n
+        self.finish = float("nan")
+        # Plain lists for the hot loop (numpy scalar access is slow).
+        self.pending = dag.in_degree.tolist()
+        self.cpus = dag.cpus.tolist()
+        self.memory = dag.memory.tolist()
+        self.gpus = dag.gpus.tolist()
+        self.actual = job.actual.tolist()
+        self.pred = job.predicted.tolist()
+        self.kids_ptr = dag.children_ptr.tolist()
+        self.kids = dag.children.tolist()
+        if record:
+            self.start = [0.0] * dag.n
+            self.end = [0.0] * dag.n
+            self.node = [-1] * dag.n
+        else:
+            self.start = self.end = self.node = None
+
+
+class Simulation:
+    """Discrete-event simulation state; also the `SchedulingState` handed to the policy."""
+
+    def __init__(self, workload: Workload, cluster: Cluster, policy: SchedulingPolicy, seed: int = 0,
+                 record: bool = True):
+        if len(workload) == 0:
+            raise SimulationError("The workload has no jobs")
+        self.workload = workload
+        self.cluster = cluster
+        self.policy = policy
+        self.seed = seed
+        self.record = record
+        self.now = 0.0
+        self.nodes = NodeView([n.name for n in cluster.nodes], [n.cpus for n in cluster.nodes],
+                              [n.memory for n in cluster.nodes], [n.gpus for n in cluster.nodes])
+        self.jobs: dict[int, JobState] = {}
+        self.finished: dict[int, JobState] = {}
+        self.queue = ReadyQueue(policy)
+        self._events: list[tuple] = []
+        self._seq = 0
+        self._ready_seq = 0
+        self.decisions = 0
+        self.completions = 0
+        self.policy_seconds = 0.0
+        self._check_fits(workload, cluster)
+        policy.reset(seed)
+        for job in workload.jobs:
+            self._push(job.arrival, _ARRIVAL, job, -1, -1)
+
+    # ---- SchedulingState -------------------------------------------------------------------------------
+    def ready(self) -> Iterator[ReadyTask]:
+        return iter(self.queue)
+
+    @property
+    def num_ready(self) -> int:
+        return len(self.queue)
+
+    @property
+    def num_running(self) -> int:
+        return self.decisions - self.completions
+
+    # ---- setup --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _check_fits(workload: Workload, cluster: Cluster) -> None:
+        caps = np.array([[n.cpus, n.memory, n.gpus] for n in cluster.nodes])
+        for job in workload.jobs:
+            need = np.stack([job.dag.cpus, job.dag.memory, job.dag.gpus], axis=1)
+            fits = (need[:, None, :] <= caps[None, :, :] + EPS).all(axis=2).any(axis=1)
+            if not fits.all():
+                i = int(np.flatnonzero(~fits)[0])
+                raise SimulationError(
+                    f"Task '{job.dag.ids[i]}' of job '{job.name}' requests cpus={job.dag.cpus[i]:g}, "
+                    f"memory={job.dag.memory[i]:.0f} B, gpus={job.dag.gpus[i]:g}: no node of the cluster is that "
+                    "large, so it could never run"
+                )
+
+    def _push(self, when: float, kind: int, a, b: int, c: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (when, kind, self._seq, a, b, c))
+
+    # ---- event handling ---------------------------------------------------------------------------------
+    def _make_ready(self, js: JobState, t: int) -> None:
+        self._ready_seq += 1
+        js.status[t] = TASK_READY
+        rt = ReadyTask(js.id, t, js.cpus[t], js.memory[t], js.gpus[t], js.pred[t], self.now, self._ready_seq,
+                       js.priority)
+        self.queue.push(rt, js)
+
+    def _arrive(self, job: Job) -> None:
+        js = JobState(job, self.record)
+        self.jobs[job.id] = js
+        self.policy.on_job_arrival(js)
+        pending = js.pending
+        for t in range(job.dag.n):
+            if pending[t] == 0:
+                self._make_ready(js, t)
+
+    def _finish(self, js: JobState, t: int, node: int) -> None:
+        self.nodes.release(node, js.cpus[t], js.memory[t], js.gpus[t])
+        js.status[t] = TASK_DONE
+        self.completions += 1
+        if js.end is not None:
+            js.end[t] = self.now
+        js.remaining_work -= js.pred[t] * js.cpus[t]
+        js.remaining_tasks -= 1
+        pending = js.pending
+        kids = js.kids
+        for k in range(js.kids_ptr[t], js.kids_ptr[t + 1]):
+            c = kids[k]
+            pending[c] -= 1
+            if pending[c] == 0:
+                self._make_ready(js, c)
+        if js.remaining_tasks == 0:
+            js.finish = self.now
+            self.finished[js.id] = self.jobs.pop(js.id)
+        else:
+            self.queue.update_job(js)
+
+    def advance(self) -> bool:
+        """Process events up to the next moment a decision can be taken. False when the simulation is over."""
+        events = self._events
+        while True:
+            if len(self.queue) and self._has_free_capacity():
+                return True
+            if not events:
+                if len(self.queue):
+                    raise PolicyError(
+                        f"Policy '{self.policy.name}' left {len(self.queue)} ready tasks waiting on an idle cluster"
+                    )
+                return False
+            when = events[0][0]
+            self.now = when
+            self._skip_to_next_event()
+
+    def _has_free_capacity(self) -> bool:
+        # A zero-cpu task waits until some cpu is free as well (a documented simplification).
+        return max(self.nodes.free_cpus) > EPS
+
+    def apply(self, decisions: list[Decision]) -> None:
+        """Start each decided task on its node, after checking the decision is legal."""
+        nodes = self.nodes
+        for d in decisions:
+            t = d.task
+            js = self.jobs.get(t.job)
+            if js is None or js.status[t.task] != TASK_READY:
+                raise PolicyError(f"Policy '{self.policy.name}' chose task {t!r}, which is not ready")
+            if not 0 <= d.node < len(nodes):
+                raise PolicyError(f"Policy '{self.policy.name}' chose node {d.node}, which does not exist")
+            if not nodes.fits(d.node, t.cpus, t.memory, t.gpus):
+                raise PolicyError(
+                    f"Policy '{self.policy.name}' placed {t!r} on node {nodes.names[d.node]}, which has only "
+                    f"{nodes.free_cpus[d.node]:g} cpus / {nodes.free_memory[d.node]:.0f} B free"
+                )
+            nodes.reserve(d.node, t.cpus, t.memory, t.gpus)
+            self.queue.remove(t)
+            js.status[t.task] = TASK_RUNNING
+            if js.start is not None:
+                js.start[t.task] = self.now
+                js.node[t.task] = d.node
+            self.decisions += 1
+            self._push(self.now + js.actual[t.task], _FINISH, js, t.task, d.node)
+
+    def run(self) -> SimResult:
+        """Run to completion with the policy and return the metrics."""
+        wall = time.perf_counter()
+        policy = self.policy
+        while self.advance():
+            t0 = time.perf_counter()
+            decisions = policy.schedule(self)
+            self.policy_seconds += time.perf_counter() - t0
+            if decisions:
+                self.apply(decisions)
+            elif not self._events:
+                raise PolicyError(
+                    f"Policy '{policy.name}' returned no decision with {len(self.queue)} ready tasks on an idle cluster"
+                )
+            else:
+                # Nothing fits now: wait for the next event.
+                self._skip_to_next_event()
+        return compute_result(self, time.perf_counter() - wall)
+
+    def _skip_to_next_event(self) -> None:
+        events = self._events
+        when = events[0][0]
+        self.now = when
+        while events and events[0][0] == when:
+            _, kind, _, a, b, c = heapq.heappop(events)
+            if kind == _FINISH:
+                self._finish(a, b, c)
+            else:
+                self._arrive(a)
+
+
+def simulate(workload: Workload, cluster: Cluster, policy: SchedulingPolicy, seed: int = 0,
+             record: bool = True) -> SimResult:
+    """Simulate `workload` on `cluster` under `policy`. Deterministic for a seed."""
+    return Simulation(workload, cluster, policy, seed, record).run()
+
+
+__all__ = ["Simulation", "simulate", "JobState", "TASK_PENDING"]
