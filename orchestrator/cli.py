@@ -1,0 +1,45 @@
+"""The `orchestrator` command line (typer). Each area registers its commands from `orchestrator/commands/`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from .errors import OrchestratorError
+
+app = typer.Typer(
+    name="orchestrator",
+    help="Run workflows on Ray with policy-driven scheduling; simulate, benchmark and learn schedulers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+# Modules under orchestrator/commands/ each define `register(app)`; a missing module is skipped.
+COMMAND_MODULES = ("workflow", "bench", "runtime", "predict", "optimize", "train")
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"orchestrator.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"orchestrator.commands.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    try:
+        app()
+    except OrchestratorError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
