@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from abc import ABC
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -42,8 +41,7 @@ class ReadyTask:
         return f"ReadyTask(job={self.job}, task={self.task}, cpus={self.cpus}, predicted={self.predicted:.3g})"
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Start `task` on node index `node`."""
 
     task: ReadyTask
@@ -154,27 +152,31 @@ class SchedulingPolicy(ABC):
         free_c = list(nodes.free_cpus)
         free_m = list(nodes.free_memory)
         free_g = list(nodes.free_gpus)
-        max_free = max(free_c) if free_c else 0.0
+        limit = max(free_c) + EPS  # a task needing more cpus than this fits nowhere
+        if limit < 2 * EPS:
+            return []
         decisions: list[Decision] = []
         misses = 0
+        scan_limit = self.scan_limit
+        place = self.place
         for task in state.ready():
-            if task.cpus > max_free + EPS:
+            if task.cpus > limit:
                 misses += 1
-                if misses >= self.scan_limit or max_free < EPS:
+                if misses >= scan_limit:
                     break
                 continue
-            node = self.place(task, nodes, free_c, free_m, free_g)
+            node = place(task, nodes, free_c, free_m, free_g)
             if node is None:
                 misses += 1
-                if misses >= self.scan_limit:
+                if misses >= scan_limit:
                     break
                 continue
             free_c[node] -= task.cpus
             free_m[node] -= task.memory
             free_g[node] -= task.gpus
             decisions.append(Decision(task, node))
-            max_free = max(free_c)
-            if max_free < EPS:
+            limit = max(free_c) + EPS
+            if limit < 2 * EPS:
                 break  # no cpu left anywhere (a zero-cpu task waits for the next round)
         return decisions
 

@@ -1,54 +1,116 @@
-"""The ready queue every engine keeps: ready tasks ordered by the policy's keys (flat, or job first then task)."""
+"""The ready queue every engine keeps: ready tasks ordered by the policy's keys (flat, or job first then task).
+
+Each ordered list is a binary heap plus a sorted "front" of the entries a policy has already walked past, so
+that pushing is a C-level heap push and walking the queue in order only sorts what is actually looked at.
+"""
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Iterator
+from heapq import heappop, heappush, heapify
+from operator import itemgetter
 
 from sortedcontainers import SortedList
 
 from .interface import JobView, ReadyTask, SchedulingPolicy
 
 
+_task_of = itemgetter(2)
+
+
+class _OrderedTasks:
+    """Entries (key, seq, task) in ascending order. Invariant: every entry of `front` <= every entry of `heap`."""
+
+    __slots__ = ("heap", "front", "dead", "size")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple] = []
+        self.front: list[tuple] = []
+        self.dead: set[int] = set()  # seqs removed while still in the heap (skipped when popped)
+        self.size = 0
+
+    def push(self, entry: tuple) -> None:
+        front = self.front
+        if front and entry < front[-1]:
+            insort(front, entry)
+        else:
+            heappush(self.heap, entry)
+        self.size += 1
+
+    def remove(self, entry: tuple) -> None:
+        front = self.front
+        i = bisect_left(front, entry)
+        if i < len(front) and front[i][1] == entry[1]:
+            del front[i]
+        else:
+            self.dead.add(entry[1])
+        self.size -= 1
+
+    def __iter__(self) -> Iterator[ReadyTask]:
+        front, heap, dead = self.front, self.heap, self.dead
+        # The walked part at C speed; it is not modified until that iteration is over.
+        yield from map(_task_of, front)
+        while heap:
+            entry = heappop(heap)
+            if entry[1] in dead:
+                dead.discard(entry[1])
+                continue
+            front.append(entry)
+            yield entry[2]
+
+    def entries(self) -> list[tuple]:
+        return list(self.front) + [e for e in self.heap if e[1] not in self.dead]
+
+    def drop_where(self, predicate) -> list[ReadyTask]:
+        keep, gone = [], []
+        for e in self.entries():
+            (gone if predicate(e[2]) else keep).append(e)
+        keep.sort()
+        self.front, self.heap, self.dead = [], keep, set()
+        heapify(self.heap)
+        self.size = len(keep)
+        return [e[2] for e in gone]
+
+
 class ReadyQueue:
-    """Ready tasks in policy order. Insert/remove O(log n); iteration in order is lazy."""
+    """Ready tasks in policy order. Push/remove O(log n); iteration in order is lazy."""
 
     def __init__(self, policy: SchedulingPolicy):
         self.policy = policy
         self.by_job = policy.orders_jobs
-        self._flat: SortedList = SortedList()
+        self._flat = _OrderedTasks()
         self._jobs: SortedList = SortedList()  # (job_key, job_id) of jobs with ready tasks
         self._job_key: dict[int, tuple] = {}
-        self._job_tasks: dict[int, SortedList] = {}
+        self._job_tasks: dict[int, _OrderedTasks] = {}
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
     def push(self, task: ReadyTask, job: JobView) -> None:
-        task.key = self.policy.task_key(task, job)
-        entry = (task.key, task.seq, task)
+        task.key = key = self.policy.task_key(task, job)
         self._size += 1
         if not self.by_job:
-            self._flat.add(entry)
+            self._flat.push((key, task.seq, task))
             return
         tasks = self._job_tasks.get(job.id)
         if tasks is None:
-            tasks = self._job_tasks[job.id] = SortedList()
-        if not tasks:
-            key = (self.policy.job_key(job), job.id)
-            self._job_key[job.id] = key
-            self._jobs.add(key)
-        tasks.add(entry)
+            tasks = self._job_tasks[job.id] = _OrderedTasks()
+        if not tasks.size:
+            job_key = (self.policy.job_key(job), job.id)
+            self._job_key[job.id] = job_key
+            self._jobs.add(job_key)
+        tasks.push((key, task.seq, task))
 
     def remove(self, task: ReadyTask) -> None:
-        entry = (task.key, task.seq, task)
         self._size -= 1
         if not self.by_job:
-            self._flat.remove(entry)
+            self._flat.remove((task.key, task.seq, task))
             return
         tasks = self._job_tasks[task.job]
-        tasks.remove(entry)
-        if not tasks:
+        tasks.remove((task.key, task.seq, task))
+        if not tasks.size:
             self._jobs.remove(self._job_key.pop(task.job))
 
     def update_job(self, job: JobView) -> None:
@@ -67,24 +129,22 @@ class ReadyQueue:
     def drop_job(self, job_id: int) -> list[ReadyTask]:
         """Remove every ready task of a job (cancellation); return them."""
         if not self.by_job:
-            mine = [e for e in self._flat if e[2].job == job_id]
-            for e in mine:
-                self._flat.remove(e)
-            self._size -= len(mine)
-            return [e[2] for e in mine]
-        tasks = self._job_tasks.pop(job_id, None)
-        if not tasks:
-            return []
-        self._jobs.remove(self._job_key.pop(job_id))
-        self._size -= len(tasks)
-        return [e[2] for e in tasks]
+            gone = self._flat.drop_where(lambda t: t.job == job_id)
+        else:
+            tasks = self._job_tasks.pop(job_id, None)
+            if tasks is None or not tasks.size:
+                return []
+            self._jobs.remove(self._job_key.pop(job_id))
+            gone = [e[2] for e in tasks.entries()]
+        self._size -= len(gone)
+        return gone
 
     def __iter__(self) -> Iterator[ReadyTask]:
         if not self.by_job:
-            for entry in self._flat:
-                yield entry[2]
-            return
+            return iter(self._flat)
+        return self._iter_by_job()
+
+    def _iter_by_job(self) -> Iterator[ReadyTask]:
         job_tasks = self._job_tasks
-        for _, job_id in self._jobs:
-            for entry in job_tasks[job_id]:
-                yield entry[2]
+        for _, job_id in list(self._jobs):
+            yield from job_tasks[job_id]

@@ -151,7 +151,10 @@ class Simulation:
                 self._make_ready(js, t)
 
     def _finish(self, js: JobState, t: int, node: int) -> None:
-        self.nodes.release(node, js.cpus[t], js.memory[t], js.gpus[t])
+        nodes = self.nodes
+        nodes.free_cpus[node] += js.cpus[t]
+        nodes.free_memory[node] += js.memory[t]
+        nodes.free_gpus[node] += js.gpus[t]
         js.status[t] = TASK_DONE
         self.completions += 1
         if js.end is not None:
@@ -172,19 +175,19 @@ class Simulation:
             self.queue.update_job(js)
 
     def advance(self) -> bool:
-        """Process events up to the next moment a decision can be taken. False when the simulation is over."""
-        events = self._events
+        """Process events up to the next moment a decision can be taken. False when the simulation is over.
+
+        For engines that decide step by step (the RL environment); `run()` is the batch equivalent.
+        """
         while True:
             if len(self.queue) and self._has_free_capacity():
                 return True
-            if not events:
+            if not self._events:
                 if len(self.queue):
                     raise PolicyError(
                         f"Policy '{self.policy.name}' left {len(self.queue)} ready tasks waiting on an idle cluster"
                     )
                 return False
-            when = events[0][0]
-            self.now = when
             self._skip_to_next_event()
 
     def _has_free_capacity(self) -> bool:
@@ -194,54 +197,74 @@ class Simulation:
     def apply(self, decisions: list[Decision]) -> None:
         """Start each decided task on its node, after checking the decision is legal."""
         nodes = self.nodes
-        for d in decisions:
-            t = d.task
-            js = self.jobs.get(t.job)
+        free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
+        jobs = self.jobs
+        queue = self.queue
+        now = self.now
+        events = self._events
+        n_nodes = len(free_c)
+        for t, node in decisions:
+            js = jobs.get(t.job)
             if js is None or js.status[t.task] != TASK_READY:
                 raise PolicyError(f"Policy '{self.policy.name}' chose task {t!r}, which is not ready")
-            if not 0 <= d.node < len(nodes):
-                raise PolicyError(f"Policy '{self.policy.name}' chose node {d.node}, which does not exist")
-            if not nodes.fits(d.node, t.cpus, t.memory, t.gpus):
+            if not 0 <= node < n_nodes:
+                raise PolicyError(f"Policy '{self.policy.name}' chose node {node}, which does not exist")
+            c, m, g = t.cpus, t.memory, t.gpus
+            if free_c[node] < c - EPS or free_m[node] < m - EPS or free_g[node] < g - EPS:
                 raise PolicyError(
-                    f"Policy '{self.policy.name}' placed {t!r} on node {nodes.names[d.node]}, which has only "
-                    f"{nodes.free_cpus[d.node]:g} cpus / {nodes.free_memory[d.node]:.0f} B free"
+                    f"Policy '{self.policy.name}' placed {t!r} on node {nodes.names[node]}, which has only "
+                    f"{free_c[node]:g} cpus / {free_m[node]:.0f} B free"
                 )
-            nodes.reserve(d.node, t.cpus, t.memory, t.gpus)
-            self.queue.remove(t)
-            js.status[t.task] = TASK_RUNNING
+            free_c[node] -= c
+            free_m[node] -= m
+            free_g[node] -= g
+            queue.remove(t)
+            task = t.task
+            js.status[task] = TASK_RUNNING
             if js.start is not None:
-                js.start[t.task] = self.now
-                js.node[t.task] = d.node
+                js.start[task] = now
+                js.node[task] = node
             self.decisions += 1
-            self._push(self.now + js.actual[t.task], _FINISH, js, t.task, d.node)
+            self._seq += 1
+            heapq.heappush(events, (now + js.actual[task], _FINISH, self._seq, js, task, node))
 
     def run(self) -> SimResult:
-        """Run to completion with the policy and return the metrics."""
+        """Run to completion with the policy and return the metrics.
+
+        After each batch of simultaneous events the policy is asked once for decisions (list scheduling starts
+        everything that fits in that one call); then time moves to the next event.
+        """
         wall = time.perf_counter()
         policy = self.policy
-        while self.advance():
-            t0 = time.perf_counter()
-            decisions = policy.schedule(self)
-            self.policy_seconds += time.perf_counter() - t0
-            if decisions:
-                self.apply(decisions)
-            elif not self._events:
-                raise PolicyError(
-                    f"Policy '{policy.name}' returned no decision with {len(self.queue)} ready tasks on an idle cluster"
-                )
-            else:
-                # Nothing fits now: wait for the next event.
-                self._skip_to_next_event()
+        queue = self.queue
+        events = self._events
+        free_cpus = self.nodes.free_cpus
+        clock = time.perf_counter
+        while True:
+            if queue._size and max(free_cpus) > EPS:
+                t0 = clock()
+                decisions = policy.schedule(self)
+                self.policy_seconds += clock() - t0
+                if decisions:
+                    self.apply(decisions)
+            if not events:
+                break
+            self._skip_to_next_event()
+        if len(queue):
+            raise PolicyError(
+                f"Policy '{policy.name}' left {len(queue)} ready tasks waiting on an idle cluster"
+            )
         return compute_result(self, time.perf_counter() - wall)
 
     def _skip_to_next_event(self) -> None:
         events = self._events
         when = events[0][0]
         self.now = when
+        finish = self._finish
         while events and events[0][0] == when:
             _, kind, _, a, b, c = heapq.heappop(events)
             if kind == _FINISH:
-                self._finish(a, b, c)
+                finish(a, b, c)
             else:
                 self._arrive(a)
 

@@ -1,0 +1,150 @@
+"""Simulator invariants: capacity never exceeded, parents before children, makespan above its lower bound,
+every task done once, identical results for a seed, and clear errors for impossible inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from orchestrator.errors import PolicyError, SimulationError
+from orchestrator.model import Workflow
+from orchestrator.scheduling import HEURISTICS, Decision, get_policy
+from orchestrator.scheduling.heuristics import FifoPolicy
+from orchestrator.sim import Cluster, TraceLibrary, poisson_workload, simulate, single_workload
+from orchestrator.sim.cluster import GiB, NodeSpec
+
+POLICIES = list(HEURISTICS) + ["random"]
+
+
+def check_invariants(result, workload, cluster):
+    rec = result.tasks
+    jobs = {j.id: j for j in workload.jobs}
+    # Every task of every job ran exactly once, for its actual duration.
+    assert len(rec.job) == workload.num_tasks
+    for jid, job in jobs.items():
+        mine = rec.job == jid
+        assert sorted(rec.task[mine].tolist()) == list(range(job.dag.n))
+        order = np.argsort(rec.task[mine])
+        start, end = rec.start[mine][order], rec.end[mine][order]
+        assert np.allclose(end - start, job.actual)
+        assert np.all(start >= job.arrival - 1e-9)
+        # No task starts before its parents finish.
+        assert np.all(start[job.dag.dst] >= end[job.dag.src] - 1e-9)
+    # Capacity is never exceeded on any node, in any resource.
+    cpus = np.concatenate([jobs[j].dag.cpus[t:t + 1] for j, t in zip(rec.job, rec.task)])
+    mem = np.concatenate([jobs[j].dag.memory[t:t + 1] for j, t in zip(rec.job, rec.task)])
+    for n, node in enumerate(cluster.nodes):
+        on = rec.node == n
+        times = np.concatenate([rec.start[on], rec.end[on]])
+        dc = np.concatenate([cpus[on], -cpus[on]])
+        dm = np.concatenate([mem[on], -mem[on]])
+        order = np.lexsort((dc, times))  # releases before reservations at the same instant
+        assert np.cumsum(dc[order]).max(initial=0) <= node.cpus + 1e-6
+        assert np.cumsum(dm[order]).max(initial=0) <= node.memory + 1e-6
+    m = result.metrics()
+    assert m["makespan"] >= m["makespan_lb"] - 1e-6
+    assert np.all(result.jct >= result.isolated_lb - 1e-6)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_online_mix_on_real_traces(policy, trace_library):
+    lib = trace_library.subset(max_tasks=300)
+    cluster = Cluster.homogeneous(3, cpus=8, memory_gib=16)
+    wl = poisson_workload(lib, cluster, load=0.9, num_jobs=8, seed=3)
+    result = simulate(wl, cluster, get_policy(policy), seed=3)
+    check_invariants(result, wl, cluster)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_single_dag_makespan_at_least_critical_path(policy, trace_library):
+    entry = trace_library.subset(families=["montage"]).entries[0]
+    for nodes in (1, 4):
+        cluster = Cluster.homogeneous(nodes, cpus=4, memory_gib=16)
+        wl = single_workload(entry, seed=1)
+        result = simulate(wl, cluster, get_policy(policy), seed=1)
+        check_invariants(result, wl, cluster)
+        assert result.makespan >= entry.analysis.critical_path_length - 1e-6
+        assert result.makespan >= entry.cpu_work / cluster.total_cpus - 1e-6
+
+
+@st.composite
+def workloads(draw):
+    n = draw(st.integers(1, 30))
+    tasks = []
+    for i in range(n):
+        parents = draw(st.lists(st.integers(0, max(i - 1, 0)), max_size=min(i, 3), unique=True)) if i else []
+        tasks.append({"id": f"t{i}", "depends_on": [f"t{p}" for p in parents],
+                      "duration": draw(st.floats(0.0, 50.0)),
+                      "resources": {"cpus": draw(st.sampled_from([0.5, 1, 2, 3])),
+                                    "memory": draw(st.integers(0, 6)) * GiB}})
+    return Workflow(name="rand", tasks=tasks)
+
+
+@settings(max_examples=60, deadline=None)
+@given(workloads(), st.sampled_from(POLICIES), st.integers(0, 3), st.floats(0.0, 100.0))
+def test_random_workloads_keep_invariants(wf, policy, seed, spacing):
+    lib = TraceLibrary.from_workflows([wf])
+    cluster = Cluster((NodeSpec("a", 3, 8 * GiB), NodeSpec("b", 4, 6 * GiB)))
+    from orchestrator.sim.workload import replay_workload
+
+    wl = replay_workload([lib.entries[0]] * 3, [0.0, spacing, 2 * spacing], seed=seed)
+    result = simulate(wl, cluster, get_policy(policy), seed=seed)
+    check_invariants(result, wl, cluster)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_same_seed_same_result(policy, trace_library):
+    lib = trace_library.subset(max_tasks=200)
+    cluster = Cluster.homogeneous(2, cpus=8, memory_gib=16)
+    a = simulate(poisson_workload(lib, cluster, 0.8, 6, seed=11), cluster, get_policy(policy), seed=11)
+    b = simulate(poisson_workload(lib, cluster, 0.8, 6, seed=11), cluster, get_policy(policy), seed=11)
+    assert np.array_equal(a.finish, b.finish)
+    assert np.array_equal(a.tasks.node, b.tasks.node) and np.array_equal(a.tasks.start, b.tasks.start)
+    c = simulate(poisson_workload(lib, cluster, 0.8, 6, seed=12), cluster, get_policy(policy), seed=12)
+    assert not np.array_equal(a.finish, c.finish)
+
+
+def test_task_too_large_for_every_node_is_rejected():
+    wf = Workflow(name="big", tasks=[{"id": "huge", "duration": 1, "resources": {"cpus": 64}}])
+    lib = TraceLibrary.from_workflows([wf])
+    with pytest.raises(SimulationError, match="Task 'huge' of job 'big' requests cpus=64"):
+        simulate(single_workload(lib.entries[0]), Cluster.homogeneous(2, cpus=8), get_policy("fifo"))
+
+
+class _Overbooking(FifoPolicy):
+    name = "overbook"
+
+    def schedule(self, state):
+        return [Decision(t, 0) for t in state.ready()]
+
+
+class _Idle(FifoPolicy):
+    name = "idle"
+
+    def schedule(self, state):
+        return []
+
+
+def test_policy_errors_are_caught_and_named():
+    wf = Workflow(name="w", tasks=[{"id": f"t{i}", "duration": 1, "resources": {"cpus": 4}} for i in range(3)])
+    wl = single_workload(TraceLibrary.from_workflows([wf]).entries[0])
+    cluster = Cluster.homogeneous(2, cpus=4)
+    with pytest.raises(PolicyError, match="placed .* on node node-0, which has only 0 cpus"):
+        simulate(wl, cluster, _Overbooking())
+    with pytest.raises(PolicyError, match="'idle' left 3 ready tasks waiting on an idle cluster"):
+        simulate(wl, cluster, _Idle())
+    with pytest.raises(PolicyError, match="Unknown scheduling policy 'nope'"):
+        get_policy("nope")
+
+
+def test_srpt_beats_fifo_on_mean_jct(trace_library):
+    cluster = Cluster.homogeneous(4, cpus=16, memory_gib=64)
+    wins = 0
+    for seed in range(3):
+        wl = poisson_workload(trace_library, cluster, 0.9, 30, seed=seed)
+        fifo = simulate(wl, cluster, get_policy("fifo"), seed=seed, record=False).metrics()["avg_jct"]
+        srpt = simulate(wl, cluster, get_policy("srpt-cp"), seed=seed, record=False).metrics()["avg_jct"]
+        wins += srpt < fifo
+    assert wins == 3
