@@ -1,0 +1,29 @@
+"""The durable state store (SQLite or PostgreSQL) and its event outbox; see `Store` and `EventDispatcher`."""
+
+from .database import mask_url
+from .events import EventDispatcher
+from .records import (
+    ApiKeyRecord,
+    Change,
+    DecisionRecord,
+    EventRecord,
+    ExecutionRecord,
+    MetricRecord,
+    OptimizationRecord,
+    PredictionActual,
+    PredictionRecord,
+    SystemSample,
+    TaskChange,
+    TaskRecord,
+    WorkflowChange,
+    WorkflowRecord,
+)
+from .sinks import DeliveryError, InProcessSink, RedisStreamSink, Sink, WebhookSink
+from .store import Store, new_run_id
+
+__all__ = [
+    "ApiKeyRecord", "Change", "DecisionRecord", "DeliveryError", "EventDispatcher", "EventRecord",
+    "ExecutionRecord", "InProcessSink", "MetricRecord", "OptimizationRecord", "PredictionActual",
+    "PredictionRecord", "RedisStreamSink", "Sink", "Store", "SystemSample", "TaskChange", "TaskRecord",
+    "WebhookSink", "WorkflowChange", "WorkflowRecord", "mask_url", "new_run_id",
+]
