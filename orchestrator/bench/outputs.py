@@ -1,0 +1,34 @@
+"""Write a finished benchmark to a folder: tidy results (CSV and Parquet), summary, throughput, the config used,
+the printed tables as markdown, and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ..errors import OrchestratorError
+from .plots import write_plots
+from .report import TextTable
+from .runner import BenchRun
+
+
+def write_outputs(run: BenchRun, summary: pd.DataFrame, tables: list[TextTable], out: str | Path) -> list[Path]:
+    """Write every output file under `out` (created if needed); returns the paths written."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OrchestratorError(f"Cannot create output folder '{out}': {exc}") from None
+    written = []
+    run.results.to_csv(out / "results.csv", index=False)
+    run.results.to_parquet(out / "results.parquet", engine="pyarrow", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
+    run.throughput.to_csv(out / "throughput.csv", index=False)
+    (out / "config.yaml").write_text(yaml.safe_dump(run.config.model_dump(mode="json"), sort_keys=False))
+    (out / "tables.md").write_text("\n\n".join(t.to_markdown() for t in tables) + "\n")
+    written += [out / n for n in ("results.csv", "results.parquet", "summary.csv", "throughput.csv",
+                                  "config.yaml", "tables.md")]
+    written += write_plots(summary, list(dict.fromkeys(run.config.policies)), out)
+    return written

@@ -1,0 +1,181 @@
+"""Properties of the benchmark API on its quick configuration: complete tidy results, bounds respected,
+determinism for a seed and for any number of workers, and the statistics of summaries and A/B comparisons."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as scipy_stats
+
+from orchestrator.bench import (
+    RESULT_COLUMNS,
+    BenchConfigError,
+    ComparisonError,
+    load_config,
+    mean_ci,
+    paired_comparison,
+    run_benchmark,
+    summarise,
+)
+from orchestrator.bench.stats import single_overview
+from orchestrator.errors import PolicyError
+
+KEYS = ["scenario", "load", "nodes", "policy", "seed", "metric"]
+
+
+@pytest.fixture(scope="module")
+def quick_config():
+    return load_config(quick=True).with_overrides(workers=1)
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_config):
+    return run_benchmark(quick_config)
+
+
+def _metric(results: pd.DataFrame, metric: str) -> pd.Series:
+    rows = results[results["metric"] == metric]
+    return rows.set_index(["scenario", "load", "nodes", "policy", "seed"])["value"]
+
+
+def test_results_have_exactly_the_columns_and_one_row_per_key(quick_run, quick_config):
+    results = quick_run.results
+    assert list(results.columns) == RESULT_COLUMNS
+    assert not results.duplicated(subset=KEYS).any()
+    # A complete grid: every policy on every cell with every metric.
+    runs = results.groupby(KEYS[:-1], dropna=False)["metric"].apply(frozenset)
+    assert runs.nunique() == 1
+    online_cells = len(quick_config.online.loads) * quick_config.seeds
+    single_scenarios = results.loc[results["scenario"].str.startswith("single:"), "scenario"].nunique()
+    single_cells = single_scenarios * len(quick_config.single.nodes) * quick_config.seeds
+    assert len(runs) == (online_cells + single_cells) * len(quick_config.policies)
+    assert set(results["policy"]) == set(quick_config.policies)
+    # Loads belong to online cells only; wall-clock measurements are not results.
+    assert results.loc[results["scenario"] == "online", "load"].notna().all()
+    assert results.loc[results["scenario"] != "online", "load"].isna().all()
+    assert not {"decision_us", "sim_tasks_per_s"} & set(results["metric"])
+
+
+def test_every_run_respects_its_lower_bounds(quick_run):
+    results = quick_run.results
+    for metric, bound in (("makespan", "makespan_lb"), ("avg_jct", "avg_jct_lb")):
+        value, lb = _metric(results, metric), _metric(results, bound)
+        assert len(value) == len(lb) > 0
+        assert (value >= lb * (1 - 1e-9)).all(), f"{metric} below {bound}:\n{(value - lb)[value < lb]}"
+
+
+def test_same_seed_gives_identical_results(quick_run, quick_config):
+    again = run_benchmark(quick_config)
+    pd.testing.assert_frame_equal(quick_run.results, again.results)
+
+
+def test_two_workers_give_the_same_results_as_one(quick_run, quick_config):
+    parallel = run_benchmark(quick_config.with_overrides(workers=2))
+    pd.testing.assert_frame_equal(quick_run.results, parallel.results)
+
+
+def test_other_seeds_give_other_online_workloads(quick_run, quick_config):
+    shifted = run_benchmark(quick_config.with_overrides(first_seed=100, seeds=2), scenarios="online")
+    ours = _metric(quick_run.results, "avg_jct").loc["online"]
+    theirs = _metric(shifted.results, "avg_jct").loc["online"]
+    assert not set(ours.round(6)) & set(theirs.round(6))
+
+
+def test_throughput_is_reported_per_policy(quick_run, quick_config):
+    t = quick_run.throughput
+    assert list(t["policy"]) == quick_config.policies
+    assert (t["tasks"] > 0).all() and (t["tasks_per_s"] > 0).all() and (t["decision_us"] > 0).all()
+
+
+def test_unknown_policy_is_named_with_the_available_ones(quick_config):
+    with pytest.raises(PolicyError, match=r"Unknown scheduling policy 'no-such-policy'; available: .*srpt-cp"):
+        run_benchmark(quick_config.with_overrides(policies=["fifo", "no-such-policy"]))
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(BenchConfigError, match="online.loads"):
+        load_config().with_overrides(**{"online.loads": [0.5, -1.0]})
+    with pytest.raises(BenchConfigError, match="Unknown benchmark setting 'online.speed'"):
+        load_config().with_overrides(**{"online.speed": 2})
+    with pytest.raises(BenchConfigError, match="does not exist"):
+        load_config("no/such/bench.yaml")
+
+
+def test_unknown_single_workflow_is_named(quick_config):
+    config = quick_config.with_overrides(**{"single.workflows": ["montage-nowhere-001"]})
+    with pytest.raises(BenchConfigError, match="montage-nowhere-001"):
+        run_benchmark(config, scenarios="single")
+
+
+def test_mean_ci_matches_the_t_distribution():
+    mean, half = mean_ci(np.array([1.0, 2.0, 3.0]))
+    assert mean == 2.0
+    assert half == pytest.approx(scipy_stats.t.ppf(0.975, 2) * 1.0 / math.sqrt(3))
+    assert math.isnan(mean_ci(np.array([4.0]))[1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(min_value=1.0, max_value=1e6), min_size=2, max_size=8))
+def test_summary_interval_contains_the_mean(values):
+    df = pd.DataFrame({"scenario": "online", "load": 0.5, "nodes": 4, "policy": "fifo",
+                       "seed": range(len(values)), "metric": "avg_jct", "value": values})
+    row = summarise(df).iloc[0]
+    assert row["n"] == len(values)
+    assert row["ci_low"] <= row["mean"] * (1 + 1e-12) and row["mean"] <= row["ci_high"] * (1 + 1e-12)
+    assert row["ratio_to_baseline"] == pytest.approx(1.0)
+
+
+def test_summary_ratios(quick_run, quick_config):
+    summary = summarise(quick_run.results, baseline=quick_config.baseline)
+    assert not summary.duplicated(subset=["scenario", "load", "nodes", "policy", "metric"]).any()
+    base = summary[summary["policy"] == quick_config.baseline]
+    assert np.allclose(base["ratio_to_baseline"].dropna(), 1.0)
+    bounded = summary[summary["metric"].isin(["makespan", "avg_jct"])]
+    assert bounded["ratio_to_lb"].notna().all() and (bounded["ratio_to_lb"] >= 1 - 1e-9).all()
+    assert summary.loc[summary["metric"] == "utilisation", "ratio_to_lb"].isna().all()
+    overview = single_overview(quick_run.results, baseline=quick_config.baseline)
+    assert set(overview["policy"]) == set(quick_config.policies)
+    assert (overview["mean"] >= 1 - 1e-9).all()
+
+
+def test_a_policy_against_itself_shows_no_difference(quick_run):
+    result = paired_comparison(quick_run.results, "srpt-cp", "srpt-cp", metric="avg_jct")
+    assert result.identical and not result.significant
+    assert result.p_wilcoxon == 1.0 and result.p_ttest == 1.0
+    assert result.mean_diff == 0.0 and result.ci_low == result.ci_high == 0.0
+    assert result.verdict.startswith("no significant difference at alpha=0.05")
+
+
+def test_srpt_cp_beats_fifo_on_online_avg_jct(quick_run):
+    result = paired_comparison(quick_run.results, "fifo", "srpt-cp", metric="avg_jct", scenario="online")
+    assert result.n == 8
+    assert result.significant and result.mean_diff < 0 and result.ci_high < 0
+    assert result.p_wilcoxon < 0.05 and result.p_ttest < 0.05
+    assert result.verdict.startswith("srpt-cp has significantly lower avg_jct than fifo (")
+
+
+def test_mostly_zero_differences_are_handled():
+    # fifo and job-fifo tie on every single workflow: the signed-rank test drops zero differences.
+    rows = []
+    for seed in range(6):
+        for policy, value in (("a", 10.0), ("b", 10.0 + (seed == 3))):
+            rows.append(("single:w", math.nan, 2, policy, seed, "makespan", value))
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    result = paired_comparison(df, "a", "b", metric="makespan")
+    assert not result.identical and not result.significant
+    assert 0 < result.p_wilcoxon <= 1 and 0 < result.p_ttest <= 1
+    assert result.verdict.startswith("no significant difference")
+
+
+def test_comparison_errors_name_the_problem(quick_run):
+    with pytest.raises(ComparisonError, match="Unknown metric 'jct'.*avg_jct"):
+        paired_comparison(quick_run.results, "fifo", "srpt-cp", metric="jct")
+    with pytest.raises(ComparisonError, match="No results for policy 'random'"):
+        paired_comparison(quick_run.results, "fifo", "random")
+    with pytest.raises(ComparisonError, match="No results for scenario 'offline'"):
+        paired_comparison(quick_run.results, "fifo", "srpt-cp", scenario="offline")
