@@ -57,6 +57,11 @@ class EventDispatcher:
         self._wake = {s.name: threading.Event() for s in sinks}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        latest = None
+        for sink in self.sinks:  # a non-durable sink starts with the events that come after this point
+            if not sink.durable:
+                latest = self.store.latest_event_id() if latest is None else latest
+                self._cursors[sink.name] = latest
 
     # ---------------------------------------------------------------- synchronous delivery
 

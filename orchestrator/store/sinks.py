@@ -198,3 +198,12 @@ class WebhookSink(Sink):
     def close(self) -> None:
         self._closed.set()
         self._client.close()
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    # `from orchestrator.store.sinks import EventDispatcher` works too; the dispatcher lives in events.py.
+    if name == "EventDispatcher":
+        from .events import EventDispatcher
+
+        return EventDispatcher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -161,6 +161,11 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def url_masked(self) -> str:
+        """The store URL with its password masked (the same as `url`)."""
+        return self.url
+
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
 
