@@ -94,6 +94,7 @@ class TaskSpec(BaseModel):
     depends_on: list[str] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     retries: int = 0
+    retry_delay: float | None = None  # base of the exponential backoff, seconds (None: the runtime's default)
     timeout: float | None = None
     priority: int = 0
     input_bytes: int | None = None
@@ -178,6 +179,8 @@ def _check_resources(task: TaskSpec, limits: Limits) -> None:
         raise ResourceRequestError(
             f"Task '{task.id}' has timeout={task.timeout}: must be > 0 and at most {limits.max_timeout} s"
         )
+    if task.retry_delay is not None and (not math.isfinite(task.retry_delay) or task.retry_delay < 0):
+        raise ResourceRequestError(f"Task '{task.id}' has retry_delay={task.retry_delay}: must be >= 0")
     if task.duration is not None and (not math.isfinite(task.duration) or task.duration < 0):
         raise ResourceRequestError(f"Task '{task.id}' has duration={task.duration}: must be a finite number >= 0")
     for name in ("input_bytes", "output_bytes"):

@@ -54,8 +54,9 @@ def best_fit(task: ReadyTask, free_cpus: list[float], free_memory: list[float], 
     """The fitting node left with the least free cpu (ties: least memory), keeping large holes for large tasks."""
     best, best_left = None, None
     c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+    allowed = task.allowed
     for i in range(len(free_cpus)):
-        if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g:
+        if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g and (allowed is None or i in allowed):
             left = (free_cpus[i] - task.cpus, free_memory[i] - task.memory)
             if best_left is None or left < best_left:
                 best, best_left = i, left
@@ -98,7 +99,8 @@ class TetrisPolicy(SrptCriticalPathPolicy):
             for k, t in enumerate(pool):
                 dc, dm = t.cpus / cap_c, t.memory / cap_m
                 for i in range(len(free_c)):
-                    if free_c[i] >= t.cpus - EPS and free_m[i] >= t.memory - EPS and free_g[i] >= t.gpus - EPS:
+                    if (free_c[i] >= t.cpus - EPS and free_m[i] >= t.memory - EPS and free_g[i] >= t.gpus - EPS
+                            and (t.allowed is None or i in t.allowed)):
                         align = dc * free_c[i] / cap_c + dm * free_m[i] / cap_m
                         score = align - self.srpt_weight * (work[k] / max_work) * (dc + dm) \
                             + 1e-6 * t.priority

@@ -22,10 +22,11 @@ EPS = 1e-9
 class ReadyTask:
     """A task whose parents have all finished, waiting to be placed. Created once per (re)entry to the ready set."""
 
-    __slots__ = ("job", "task", "cpus", "memory", "gpus", "predicted", "ready_time", "seq", "priority", "key")
+    __slots__ = ("job", "task", "cpus", "memory", "gpus", "predicted", "ready_time", "seq", "priority", "key",
+                 "allowed")
 
     def __init__(self, job: int, task: int, cpus: float, memory: float, gpus: float, predicted: float,
-                 ready_time: float, seq: int, priority: int = 0):
+                 ready_time: float, seq: int, priority: int = 0, allowed: frozenset[int] | None = None):
         self.job = job  # the engine's job index
         self.task = task  # index into the job's DagArrays
         self.cpus = cpus
@@ -35,6 +36,7 @@ class ReadyTask:
         self.ready_time = ready_time
         self.seq = seq  # engine-wide order of becoming ready (a unique tie-breaker)
         self.priority = priority  # the user's priority: higher runs first in every heuristic
+        self.allowed = allowed  # node indices the task may run on (custom resources); None = any node
         self.key: tuple = ()
 
     def __repr__(self) -> str:
@@ -142,8 +144,9 @@ class SchedulingPolicy(ABC):
               free_gpus: list[float]) -> int | None:
         """Pick a node for a task given tentative free resources; None if it fits nowhere. Default: first fit."""
         c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+        allowed = task.allowed
         for i in range(len(free_cpus)):
-            if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g:
+            if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g and (allowed is None or i in allowed):
                 return i
         return None
 

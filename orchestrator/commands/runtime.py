@@ -1,0 +1,303 @@
+"""`orchestrator run | status | list | cancel | logs | resume`: run workflows on Ray and inspect their state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import OrchestratorError
+
+console = Console()
+
+ADDRESS = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray)")
+DATA_DIR = typer.Option(None, "--data-dir", help="Folder of the embedded store (default .orchestrator or "
+                                                  "$ORCHESTRATOR_DATA_DIR)")
+DB_URL = typer.Option(None, "--db-url", envvar="ORCHESTRATOR_DB_URL",
+                      help="Database URL, e.g. postgresql+psycopg://user@host/db (default: SQLite in --data-dir)")
+
+
+def _config(data_dir: Path | None, db_url: str | None, policy: str | None = None):
+    from ..runtime.config import RuntimeConfig
+
+    kwargs = {}
+    if data_dir is not None:
+        kwargs["data_dir"] = str(data_dir.resolve())
+    if db_url:
+        kwargs["db_url"] = db_url
+    if policy:
+        kwargs["default_policy"] = policy
+    return RuntimeConfig(**kwargs)
+
+
+def _when(ts: float | None) -> str:
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def register(app: typer.Typer) -> None:
+    register_bench(app)
+
+    @app.command()
+    def run(
+        paths: list[Path] = typer.Argument(..., help="Workflow files: YAML, JSON, or WfCommons JSON (replayed)"),
+        policy: str = typer.Option(None, "--policy", "-p", help="Scheduling policy (default: the workflow's, "
+                                                                  "else srpt-cp)"),
+        time_scale: float = typer.Option(None, "--time-scale",
+                                         help="For replayed traces: each task sleeps its recorded runtime x this"),
+        address: str = ADDRESS,
+        data_dir: Path = DATA_DIR,
+        db_url: str = DB_URL,
+        num_cpus: int = typer.Option(None, "--num-cpus", help="CPUs of the local Ray started on demand"),
+        detach: bool = typer.Option(False, "--detach", help="Submit and return without waiting"),
+        timeout: float = typer.Option(None, "--timeout", help="Give up waiting after this many seconds"),
+    ):
+        """Run workflows on Ray with a live progress bar; exit 1 if any fails."""
+        import ray
+
+        from ..loaders import load_workflow
+        from ..runtime.client import check_store, connect_ray, get_orchestrator, wait_for
+
+        workflows = [load_workflow(p) for p in paths]  # every file validated before anything starts
+        if time_scale is not None and time_scale <= 0:
+            raise OrchestratorError(f"--time-scale must be > 0, got {time_scale}")
+        config = _config(data_dir, db_url, policy)
+        check_store(config)  # a bad URL or an unreachable database fails here, clearly
+        connect_ray(address, num_cpus=num_cpus)
+        handle = get_orchestrator(config)
+        run_ids = [ray.get(handle.submit.remote(wf.model_dump(), policy, None, time_scale)) for wf in workflows]
+        for wf, rid in zip(workflows, run_ids):
+            console.print(f"submitted [bold]{wf.name}[/] as run [cyan]{rid}[/] ({len(wf.tasks)} tasks)")
+        if detach:
+            return
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as progress:
+            bars = {rid: progress.add_task(rid, total=len(wf.tasks), detail="")
+                    for wf, rid in zip(workflows, run_ids)}
+
+            def update(p: dict) -> None:
+                c = p["counts"]
+                done = sum(c.get(k, 0) for k in ("succeeded", "failed", "skipped", "cancelled"))
+                detail = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k not in ("pending",) and v)
+                progress.update(bars[p["run_id"]], completed=done, detail=f"{p['status']} {detail}")
+
+            final = wait_for(handle, run_ids, on_progress=update, timeout=timeout)
+        failed = False
+        for rid in run_ids:
+            p = final[rid]
+            colour = "green" if p["status"] == "succeeded" else "red"
+            console.print(f"run [cyan]{rid}[/]: [{colour}]{p['status']}[/]")
+            if p["status"] != "succeeded":
+                failed = True
+                _print_failures(config, rid)
+        if failed:
+            raise typer.Exit(1)
+
+    @app.command()
+    def status(run_id: str = typer.Argument(..., help="Run id"), data_dir: Path = DATA_DIR, db_url: str = DB_URL):
+        """Show a run's status and each task's state (read from the store)."""
+        store = _open(data_dir, db_url)
+        rec = store.get_workflow(run_id)
+        console.print(f"[bold]{rec.name}[/] run [cyan]{rec.run_id}[/] policy={rec.policy} status=[bold]"
+                      f"{rec.status.value}[/] created={_when(rec.created_at)} finished={_when(rec.finished_at)}")
+        if rec.error:
+            console.print(f"[red]{rec.error}[/]")
+        counts = store.task_counts(run_id)
+        console.print("tasks: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        table = Table()
+        for col in ("task", "status", "attempt", "node", "started", "finished", "error"):
+            table.add_column(col)
+        tasks = store.get_tasks(run_id)
+        for t in tasks[:200]:
+            table.add_row(t.task_id, t.status.value, str(t.attempt), t.node or "-", _when(t.started_at),
+                          _when(t.finished_at), (t.error or "").strip().splitlines()[-1][:80] if t.error else "")
+        console.print(table)
+        if len(tasks) > 200:
+            console.print(f"... {len(tasks) - 200} more tasks")
+
+    @app.command(name="list")
+    def list_runs(status_filter: str = typer.Option(None, "--status", help="Only runs with this status"),
+                  limit: int = typer.Option(50, "--limit"), data_dir: Path = DATA_DIR, db_url: str = DB_URL):
+        """List workflow runs, newest first."""
+        from ..states import WorkflowStatus
+
+        store = _open(data_dir, db_url)
+        try:
+            wanted = WorkflowStatus(status_filter) if status_filter else None
+        except ValueError:
+            raise OrchestratorError(f"Unknown status '{status_filter}'; use one of "
+                                    f"{', '.join(s.value for s in WorkflowStatus)}") from None
+        table = Table()
+        for col in ("run", "workflow", "policy", "status", "created", "finished"):
+            table.add_column(col)
+        for r in store.list_workflows(wanted, limit=limit):
+            table.add_row(r.run_id, r.name, r.policy, r.status.value, _when(r.created_at), _when(r.finished_at))
+        console.print(table)
+
+    @app.command()
+    def cancel(run_id: str = typer.Argument(...), address: str = ADDRESS, data_dir: Path = DATA_DIR,
+               db_url: str = DB_URL):
+        """Cancel a run: running tasks are stopped, pending ones never start."""
+        import ray
+
+        from ..runtime.client import connect_ray, get_orchestrator
+
+        store = _open(data_dir, db_url)
+        rec = store.get_workflow(run_id)  # unknown run -> clear error
+        if rec.status.terminal:
+            console.print(f"run {run_id} already {rec.status.value}")
+            return
+        connect_ray(address)
+        handle = get_orchestrator(_config(data_dir, db_url))
+        ray.get(handle.resume.remote(run_id))
+        ok = ray.get(handle.cancel.remote(run_id))
+        console.print(f"run {run_id}: {'cancelled' if ok else 'not active'}")
+
+    @app.command()
+    def logs(run_id: str = typer.Argument(...), task: str = typer.Option(None, "--task", "-t",
+                                                                         help="Show this task's output"),
+             as_json: bool = typer.Option(False, "--json", help="JSON lines"), data_dir: Path = DATA_DIR,
+             db_url: str = DB_URL):
+        """Show a run's events, or one task's captured stdout/stderr per attempt."""
+        store = _open(data_dir, db_url)
+        store.get_workflow(run_id)
+        if task:
+            execs = store.executions(run_id, task)
+            if not execs:
+                console.print(f"task '{task}' of run {run_id} has no recorded attempt")
+            for e in execs:
+                if as_json:
+                    sys.stdout.write(json.dumps({"run_id": run_id, "task_id": task, "attempt": e.attempt,
+                                                 "status": e.status, "stdout": e.stdout, "stderr": e.stderr,
+                                                 "error": e.error}) + "\n")
+                    continue
+                console.rule(f"{task} attempt {e.attempt}: {e.status} on {e.node} ({(e.duration or 0):.3f} s)")
+                if e.stdout:
+                    console.print("[bold]stdout[/]\n" + e.stdout, markup=False, highlight=False)
+                if e.stderr:
+                    console.print("[bold]stderr[/]\n" + e.stderr, markup=False, highlight=False)
+                if e.error:
+                    console.print(f"[red]error[/]\n{e.error}", highlight=False)
+            return
+        for ev in store.events(run_id, limit=100_000):
+            if as_json:
+                sys.stdout.write(json.dumps({"id": ev.id, "ts": ev.created_at, "type": ev.type, "run_id": ev.run_id,
+                                             "task_id": ev.task_id, **{k: v for k, v in ev.payload.items()
+                                                                       if k not in ("run_id", "task_id")}}) + "\n")
+            else:
+                extra = {k: v for k, v in ev.payload.items() if k not in ("run_id", "task_id") and v is not None}
+                console.print(f"{_when(ev.created_at)} {ev.type:<20} {ev.task_id or '':<30} "
+                              f"{json.dumps(extra)[:120]}", highlight=False)
+
+    @app.command()
+    def resume(run_id: str = typer.Argument(None, help="One run (default: every unfinished run)"),
+               address: str = ADDRESS, data_dir: Path = DATA_DIR, db_url: str = DB_URL,
+               wait: bool = typer.Option(True, "--wait/--no-wait")):
+        """Start the orchestrator if needed and resume unfinished runs from the store."""
+        import ray
+
+        from ..runtime.client import connect_ray, get_orchestrator, wait_for
+
+        config = _config(data_dir, db_url)
+        connect_ray(address)
+        handle = get_orchestrator(config)
+        resumed = ray.get(handle.resume.remote(run_id))
+        store = _open(data_dir, db_url)
+        active = [run_id] if run_id else store.unfinished_workflows()
+        console.print(f"resumed {len(resumed)} run(s); {len(active)} unfinished")
+        if wait and active:
+            final = wait_for(handle, active)
+            for rid, p in final.items():
+                console.print(f"run {rid}: {p['status']}")
+            if any(p["status"] != "succeeded" for p in final.values()):
+                raise typer.Exit(1)
+
+
+def _open(data_dir, db_url):
+    from ..runtime.client import open_store
+
+    return open_store(db_url, data_dir)
+
+
+def _print_failures(config, run_id: str) -> None:
+    from ..runtime.client import open_store
+
+    store = open_store(config.db_url, config.data_dir)
+    rec = store.get_workflow(run_id)
+    if rec.error:
+        console.print(f"  [red]{rec.error}[/]", highlight=False)
+    for t in store.get_tasks(run_id):
+        if t.status.value in ("failed",):
+            last = (t.error or "").strip().splitlines()
+            console.print(f"  task [bold]{t.task_id}[/] failed after {t.attempt} attempt(s): "
+                          f"{last[-1] if last else ''}", highlight=False)
+    console.print(f"  details: orchestrator status {run_id}; orchestrator logs {run_id} --task TASK")
+
+
+def register_bench(app: typer.Typer) -> None:
+    @app.command(name="bench-runtime")
+    def bench_runtime(
+        what: str = typer.Option("overhead,latency,replay", "--what", help="Comma list: overhead, latency, replay"),
+        tasks: int = typer.Option(1000, "--tasks", help="Tasks in the overhead DAG"),
+        task_ms: float = typer.Option(10.0, "--task-ms", help="Duration of each overhead task (ms)"),
+        slots: int = typer.Option(8, "--slots", help="CPUs of the local Ray cluster"),
+        repeats: int = typer.Option(3, "--repeats"),
+        trace: Path = typer.Option(None, "--trace", help="WfCommons file to replay (default: a bundled montage run)"),
+        time_scale: float = typer.Option(0.05, "--time-scale"),
+        policy: str = typer.Option("srpt-cp", "--policy"),
+        db_url: str = DB_URL,
+        out: Path = typer.Option(Path("results/runtime"), "--out"),
+    ):
+        """Measure orchestration overhead vs raw Ray, decision latency, and trace replay vs the simulator."""
+        import ray
+
+        from ..loaders import default_trace_dir
+        from ..runtime import benchmark as rb
+
+        wanted = {w.strip() for w in what.split(",") if w.strip()}
+        unknown = wanted - {"overhead", "latency", "replay"}
+        if unknown:
+            raise OrchestratorError(f"Unknown benchmark(s) {sorted(unknown)}; use overhead, latency, replay")
+        out.mkdir(parents=True, exist_ok=True)
+        results: dict[str, list[dict]] = {}
+        if "latency" in wanted:
+            rows = rb.as_rows(rb.measure_decision_latency(["fifo", "job-fifo", "srpt-cp", "heft", "tetris"]))
+            results["latency"] = rows
+            _table("Scheduling-decision latency (1,000+ ready tasks, in-actor code path)", rows,
+                   ["policy", "ready_tasks", "decisions", "p50_us", "p99_us", "mean_us"])
+        if wanted & {"overhead", "replay"}:
+            ray.init(num_cpus=slots, include_dashboard=False, log_to_driver=False, namespace="orchestrator-bench")
+        if "overhead" in wanted:
+            r = rb.measure_overhead(tasks, task_ms / 1000.0, slots, repeats, db_url=db_url)
+            results["overhead"] = rb.as_rows([r])
+            _table(f"Overhead: {tasks}-task DAG of {task_ms:g} ms tasks on {slots} slots (best of {repeats})",
+                   results["overhead"], ["tasks", "slots", "ideal_s", "raw_ray_s", "orchestrated_s", "ratio",
+                                         "raw_tasks_per_s", "orchestrated_tasks_per_s", "events_recorded",
+                                         "events_expected", "executions_recorded", "store"])
+        if "replay" in wanted:
+            trace = trace or default_trace_dir() / "wfcommons/montage/montage-chameleon-2mass-01d-001.json.gz"
+            r = rb.measure_replay(trace, time_scale, policy, db_url=db_url)
+            results["replay"] = rb.as_rows([r])
+            _table("Trace replay on Ray vs the simulator", results["replay"],
+                   ["trace", "tasks", "policy", "time_scale", "slots", "ray_makespan_s", "simulated_makespan_s",
+                    "error"])
+        (out / "runtime_bench.json").write_text(json.dumps(results, indent=2))
+        import pandas as pd
+
+        for name, rows in results.items():
+            pd.DataFrame(rows).to_csv(out / f"{name}.csv", index=False)
+        console.print(f"results written to {out}/")
+
+
+def _table(title: str, rows: list[dict], cols: list[str]) -> None:
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    console.print(table)

@@ -1,0 +1,546 @@
+"""The orchestrator actor: a named, detached Ray actor that owns admission and dispatch of workflow runs.
+
+It keeps the ready set itself and starts a task only when the node the policy chose has room, so the scheduling
+policy - not Ray's own queue - decides what runs next and where. Every state change is written to the store
+(with its event, in one transaction) before the actor acts on it; on start it resumes every unfinished run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, TaskCancelledError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from ..errors import OrchestratorError
+from ..model import Workflow
+from ..scheduling.interface import NodeView
+from ..states import TaskStatus, WorkflowStatus
+from ..store import Store
+from ..store.records import DecisionRecord, ExecutionRecord, SystemSample
+from .config import RuntimeConfig
+from .executor import AttemptReport, TaskPayload, execute
+from .metrics import RuntimeMetrics
+from .state import RetryPolicy, RunState, RuntimeState
+
+log = logging.getLogger("orchestrator.runtime")
+
+_execute_remote = ray.remote(num_returns=2, max_retries=0)(execute)
+
+
+@dataclass
+class _Attempt:
+    run: RunState
+    index: int
+    attempt: int
+    node: int
+    value_ref: Any
+    report_ref: Any
+    started: float
+    deadline: float | None
+
+
+def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
+    spec = run.specs[i]
+    time_scale = float(run.workflow.metadata.get("time_scale", 1.0))
+    kind = spec.entrypoint_kind
+    if kind == "none":
+        kind = "replay" if spec.duration is not None else "noop"
+    refs = _ref_names(spec.args) | _ref_names(spec.kwargs)
+    return TaskPayload(
+        run_id=run.run_id,
+        task_id=spec.id,
+        attempt=attempt,
+        kind=kind,
+        entrypoint=spec.entrypoint,
+        args=list(spec.args),
+        kwargs=dict(spec.kwargs),
+        ref_names=sorted(refs),
+        memory_limit=int(spec.resources.memory),
+        timeout=spec.timeout,
+        replay_seconds=(spec.duration or 0.0) * time_scale,
+    )
+
+
+def _ref_names(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        if set(value) == {"$ref"}:
+            return {value["$ref"]}
+        return set().union(*(_ref_names(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(_ref_names(v) for v in value)) if value else set()
+    return set()
+
+
+class Orchestrator:
+    """The actor's body (also usable in-process for tests). Thread-safe: one lock guards the state."""
+
+    def __init__(self, config: dict | RuntimeConfig | None = None):
+        self.config = config if isinstance(config, RuntimeConfig) else RuntimeConfig(**(config or {}))
+        cfg = self.config
+        self.store = Store.open(cfg.db_url, data_dir=cfg.data_dir)
+        self.lock = threading.RLock()
+        self.metrics = RuntimeMetrics()
+        self.nodes = NodeView([], [], [], [])
+        self.node_ids: list[str] = []
+        self.node_alive: list[bool] = []
+        self.node_custom: list[dict[str, float]] = []
+        self._refresh_nodes(force=True)
+        self.state = RuntimeState(
+            self.nodes, cfg.default_policy,
+            RetryPolicy(cfg.retry_base, cfg.retry_cap, cfg.retry_jitter, cfg.system_retries),
+            default_duration=cfg.default_duration,
+        )
+        self.state.node_filter = self._nodes_offering
+        self.running: dict[Any, _Attempt] = {}  # report ref -> attempt
+        self._by_task: dict[tuple[str, int], _Attempt] = {}
+        self._value_refs: dict[tuple[str, int], Any] = {}  # results of finished tasks, for their children
+        self._options_cache: dict[tuple, Any] = {}
+        self._executions: list[ExecutionRecord] = []
+        self._decision_rows: list[DecisionRecord] = []
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._last_nodes = time.monotonic()
+        self._last_sample = 0.0
+        self.loop_error: str | None = None
+        self._needs_resync = False
+        self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "get_reports", "complete", "dispatch_and_write",
+                                                           "schedule", "write", "submit", "iterations")}
+        self._dispatcher = self._start_event_dispatcher()
+        self.resumed = self._resume_all()
+        self._thread = threading.Thread(target=self._loop, name="orchestrator-loop", daemon=True)
+        self._thread.start()
+
+    # ---- public API (actor methods) ------------------------------------------------------------------------
+    def ping(self) -> dict:
+        return {"ok": self.loop_error is None, "error": self.loop_error, "data_dir": self.config.data_dir,
+                "db": self.store.url_masked if hasattr(self.store, "url_masked") else None,
+                "active_runs": len(self.state.jobs), "policy": self.config.default_policy}
+
+    def submit(self, workflow: dict | Workflow, policy: str | None = None, run_id: str | None = None,
+               time_scale: float | None = None) -> str:
+        wf = workflow if isinstance(workflow, Workflow) else Workflow.model_validate(workflow)
+        if time_scale is not None:
+            wf = wf.model_copy(update={"metadata": {**wf.metadata, "time_scale": float(time_scale)}})
+        name = policy or wf.policy or self.config.default_policy
+        from ..scheduling import get_policy
+
+        get_policy(name)  # an unknown policy is refused before anything is recorded
+        self._check_fits(wf)
+        with self.lock:
+            run_id = self.store.create_workflow(wf, name, run_id=run_id)  # nothing recorded if this fails
+            self.state.admit(run_id, wf, time.time(), policy=name)
+            try:
+                self._flush()
+            except Exception:  # noqa: BLE001 - recorded as pending; the loop re-reads the store and runs it
+                self._needs_resync = True
+                log.exception("could not record the start of %s; will re-read the store", run_id)
+        self._wake.set()
+        return run_id
+
+    def cancel(self, run_id: str) -> bool:
+        with self.lock:
+            run = self.state.by_run.get(run_id)
+            if run is None or run.wf_status.terminal:
+                return False
+            running = self.state.cancel(run, time.time())
+            self._flush()
+            for i in running:
+                att = self._by_task.get((run_id, i))
+                if att is not None:
+                    ray.cancel(att.value_ref, force=True)
+        self._wake.set()
+        return True
+
+    def resume(self, run_id: str | None = None) -> list[str]:
+        """Resume unfinished runs not yet tracked (all of them, or one)."""
+        with self.lock:
+            return self._resume_all(only=run_id)
+
+    def progress(self, run_id: str) -> dict:
+        with self.lock:
+            run = self.state.by_run.get(run_id)
+            if run is not None:
+                return {"run_id": run_id, "name": run.name, "status": run.wf_status.value,
+                        "counts": run.counts(), "total": run.dag.n}
+        rec = self.store.get_workflow(run_id)
+        counts = self.store.task_counts(run_id)
+        return {"run_id": run_id, "name": rec.name, "status": rec.status.value, "counts": counts,
+                "total": sum(counts.values()), "error": rec.error}
+
+    def stats(self) -> dict:
+        with self.lock:
+            return {"active_runs": len(self.state.jobs), "ready": self.state.num_ready(),
+                    "running": len(self.running), "nodes": len([a for a in self.node_alive if a]),
+                    "free_cpus": sum(c for c, a in zip(self.nodes.free_cpus, self.node_alive) if a),
+                    "loop_seconds": dict(self.timing)}
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=5)
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        self.store.close()
+
+    # ---- internals -------------------------------------------------------------------------------------------
+    def _nodes_offering(self, custom: dict[str, float]) -> frozenset[int]:
+        return frozenset(i for i, res in enumerate(self.node_custom)
+                         if self.node_alive[i] and all(res.get(k, 0.0) >= v for k, v in custom.items()))
+
+    def _check_fits(self, wf: Workflow) -> None:
+        for t in wf.tasks:
+            r = t.resources
+            fits = [i for i in range(len(self.node_ids)) if self.node_alive[i]
+                    and r.cpus <= self.nodes.cap_cpus[i] + 1e-9 and r.memory <= self.nodes.cap_memory[i]
+                    and r.gpus <= self.nodes.cap_gpus[i] + 1e-9]
+            if not fits:
+                raise OrchestratorError(
+                    f"Task '{t.id}' requests cpus={r.cpus:g}, memory={r.memory} B, gpus={r.gpus:g}: no node of "
+                    "the Ray cluster is that large, so it could never run; lower the request or add a larger node"
+                )
+            if r.custom and not set(fits) & self._nodes_offering(r.custom):
+                raise OrchestratorError(
+                    f"Task '{t.id}' requests custom resources {r.custom}: no node of the Ray cluster offers them "
+                    "together with its cpus and memory")
+
+    def _start_event_dispatcher(self):
+        if not (self.config.redis_url or self.config.webhook_url):
+            return None
+        from ..store.sinks import EventDispatcher, RedisStreamSink, WebhookSink
+
+        sinks = []
+        if self.config.redis_url:
+            sinks.append(RedisStreamSink(self.config.redis_url, stream=self.config.redis_stream))
+        if self.config.webhook_url:
+            sinks.append(WebhookSink(self.config.webhook_url, self.config.webhook_secret or ""))
+        if not sinks:
+            return None
+        dispatcher = EventDispatcher(self.store, sinks)
+        dispatcher.start()
+        return dispatcher
+
+    def _refresh_nodes(self, force: bool = False) -> None:
+        alive = {n["NodeID"]: n for n in ray.nodes() if n.get("Alive")}
+        for idx, node_id in enumerate(self.node_ids):
+            if self.node_alive[idx] and node_id not in alive:
+                # The node is gone: no new work goes there; its tasks fail and are retried elsewhere.
+                self.node_alive[idx] = False
+                self.nodes.cap_cpus[idx] = self.nodes.cap_memory[idx] = self.nodes.cap_gpus[idx] = 0.0
+                self.nodes.free_cpus[idx] = self.nodes.free_memory[idx] = self.nodes.free_gpus[idx] = -1e18
+                log.warning("node %s left the cluster", node_id)
+        for node_id, info in alive.items():
+            if node_id in self.node_ids:
+                continue
+            res = info.get("Resources", {})
+            self.node_ids.append(node_id)
+            self.node_alive.append(True)
+            self.node_custom.append({k: float(v) for k, v in res.items()
+                                     if k not in ("CPU", "GPU", "memory", "object_store_memory")
+                                     and not k.startswith("node:")})
+            self.nodes.names.append(info.get("NodeManagerAddress", node_id[:8]) + "/" + node_id[:8])
+            for cap, free, value in (
+                (self.nodes.cap_cpus, self.nodes.free_cpus, float(res.get("CPU", 0.0))),
+                (self.nodes.cap_memory, self.nodes.free_memory, float(res.get("memory", 0.0))),
+                (self.nodes.cap_gpus, self.nodes.free_gpus, float(res.get("GPU", 0.0))),
+            ):
+                cap.append(value)
+                free.append(value)
+
+    def _resume_all(self, only: str | None = None) -> list[str]:
+        resumed = []
+        run_ids = [only] if only else self.store.unfinished_workflows()
+        for run_id in run_ids:
+            if run_id in self.state.by_run:
+                continue
+            rec = self.store.get_workflow(run_id)
+            if rec.status.terminal:
+                continue
+            wf = self.store.load_spec(run_id)
+            stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at)
+                      for t in self.store.get_tasks(run_id)}
+            self.state.admit(run_id, wf, time.time(), policy=rec.policy, stored=stored, stored_status=rec.status)
+            resumed.append(run_id)
+        self._flush()
+        return resumed
+
+    def _flush(self) -> None:
+        """Write every pending change (and its events) in one transaction, then the history rows."""
+        changes = self.state.take_changes()
+        if changes:
+            self.store.apply(changes)
+            for ch in changes:
+                if getattr(ch, "task_id", None) is None and ch.status.terminal:
+                    self._on_run_finished(ch.run_id)
+        if self._executions:
+            rows, self._executions = self._executions, []
+            self.store.record_executions(rows)
+        if self._decision_rows:
+            rows, self._decision_rows = self._decision_rows, []
+            self.store.record_decisions(rows)
+
+    def _on_run_finished(self, run_id: str) -> None:
+        run = self.state.by_run.pop(run_id, None)
+        if run is None:
+            return
+        for i in range(run.dag.n):
+            self._value_refs.pop((run_id, i), None)
+        self.metrics.workflow_finished(run.wf_status.value, time.time() - run.arrival, run.policy_name)
+
+    def _options(self, cpus: float, memory: float, gpus: float, custom: tuple, node: int):
+        key = (cpus, memory, gpus, custom, node)
+        opts = self._options_cache.get(key)
+        if opts is None:
+            kwargs: dict[str, Any] = {
+                "num_cpus": cpus,
+                "num_gpus": gpus,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(self.node_ids[node], soft=False),
+            }
+            if memory > 0:
+                kwargs["memory"] = int(memory)
+            if custom:
+                kwargs["resources"] = dict(custom)
+            opts = self._options_cache[key] = _execute_remote.options(**kwargs)
+        return opts
+
+    def _parent_value(self, run: RunState, name: str):
+        i = run.dag.index[name]
+        ref = self._value_refs.get((run.run_id, i))
+        if ref is None:
+            # Resumed run: the parent's result was persisted before the restart.
+            result_ref = run.result_refs[i]
+            value = self.store.load_result(result_ref) if result_ref else None
+            ref = self._value_refs[(run.run_id, i)] = ray.put(value)
+        return ref
+
+    def _dispatch(self, now: float) -> None:
+        t0 = time.perf_counter()
+        decisions = self.state.schedule(now)
+        latency_us = (time.perf_counter() - t0) * 1e6
+        self.timing["schedule"] += latency_us / 1e6
+        if not decisions:
+            return
+        per_decision = latency_us / len(decisions)
+        self.metrics.decisions(len(decisions), per_decision)
+        if self.config.record_decisions:
+            ready = self.state.num_ready()
+            for run, d in decisions:
+                self._decision_rows.append(DecisionRecord(
+                    run_id=run.run_id, task_id=run.dag.ids[d.task.task], policy=run.policy_name,
+                    node=self.nodes.names[d.node],
+                    input={"ready": ready + len(decisions), "predicted": d.task.predicted,
+                           "cpus": d.task.cpus, "memory": d.task.memory},
+                    output={"node": d.node}, latency_us=per_decision, created_at=now))
+        # Durable first: the moves to running (and decisions) are committed before any task starts.
+        t1 = time.perf_counter()
+        self._flush()
+        t2 = time.perf_counter()
+        self.timing["write"] += t2 - t1
+        for run, d in decisions:
+            i = d.task.task
+            spec = run.specs[i]
+            payload = _payload(run, i, run.attempts[i])
+            parents = [self._parent_value(run, name) for name in payload.ref_names]
+            opts = self._options(d.task.cpus, d.task.memory, d.task.gpus,
+                                 tuple(sorted(spec.resources.custom.items())), d.node)
+            value_ref, report_ref = opts.remote(payload, *parents)
+            deadline = now + spec.timeout if spec.timeout else None
+            att = _Attempt(run, i, run.attempts[i], d.node, value_ref, report_ref, now, deadline)
+            self.running[report_ref] = att
+            self._by_task[(run.run_id, i)] = att
+        self.timing["submit"] += time.perf_counter() - t2
+        self.metrics.started(len(decisions))
+
+    def _complete(self, att: _Attempt, now: float, report: AttemptReport | None = None) -> None:
+        run, i = att.run, att.index
+        self.running.pop(att.report_ref, None)
+        self._by_task.pop((run.run_id, i), None)
+        try:
+            if report is None:
+                report = ray.get(att.report_ref)
+        except TaskCancelledError:
+            self.state.failed(run, i, att.node, "cancelled", now, retryable=False)
+            self._execution(att, "cancelled", now, error="cancelled")
+            return
+        except RayError as exc:
+            # The worker or its node died, or the task could not be placed: not the task's own fault.
+            cause = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            outcome = self.state.failed(run, i, att.node, f"system failure ({cause})", now, system=True)
+            self._execution(att, "lost", now, error=cause)
+            self.metrics.failed(1, "system")
+            log.warning("task %s/%s lost: %s -> %s", run.run_id, run.dag.ids[i], cause, outcome)
+            return
+        if report.ok:
+            result_ref = None
+            if report.has_value:
+                try:
+                    value = ray.get(att.value_ref)
+                except RayError as exc:  # the value was produced but its object is gone (node lost)
+                    self.state.failed(run, i, att.node, f"result lost: {exc}", now, system=True)
+                    return
+                # Persisted so that a resumed run can hand it to the children (small: inline; large: a file).
+                result_ref = self.store.save_result(run.run_id, run.dag.ids[i], value)
+            self._value_refs[(run.run_id, i)] = att.value_ref
+            self.state.succeeded(run, i, att.node, result_ref, now)
+            self._execution(att, "succeeded", now, report=report)
+            self.metrics.finished(1, report.duration)
+        else:
+            retryable = report.error_kind not in ("import",)
+            outcome = self.state.failed(run, i, att.node, report.error or "failed", now, retryable=retryable)
+            self._execution(att, "failed", now, report=report, error=report.error)
+            self.metrics.failed(1, report.error_kind or "exception")
+            log.info("task %s/%s failed (%s): %s", run.run_id, run.dag.ids[i], outcome,
+                     (report.error or "").strip().splitlines()[-1:] or "")
+
+    def _execution(self, att: _Attempt, status: str, now: float, report: AttemptReport | None = None,
+                   error: str | None = None) -> None:
+        duration = report.duration if report else None
+        # The node that actually ran it (as Ray reports), which the tests compare with the policy's choice.
+        node = self.nodes.names[att.node] if att.node < len(self.nodes.names) else None
+        if report is not None and report.node_id in self.node_ids:
+            node = self.nodes.names[self.node_ids.index(report.node_id)]
+        elif report is not None and report.node_id:
+            node = report.node_id[:8]
+        self._executions.append(ExecutionRecord(
+            run_id=att.run.run_id, task_id=att.run.dag.ids[att.index], attempt=att.attempt, status=status,
+            node=node,
+            started_at=report.started if report else att.started, finished_at=report.finished if report else now,
+            exit_info=report.error_kind if report else status, error=error, duration=duration,
+            cpu=(report.cpu_seconds / duration) if report and duration else None,
+            peak_memory=report.peak_memory if report else None,
+            stdout=report.stdout if report else None, stderr=report.stderr if report else None))
+
+    def _check_timeouts(self, now: float) -> None:
+        for att in [a for a in self.running.values() if a.deadline is not None and a.deadline <= now]:
+            spec = att.run.specs[att.index]
+            ray.cancel(att.value_ref, force=True)
+            self.running.pop(att.report_ref, None)
+            self._by_task.pop((att.run.run_id, att.index), None)
+            msg = f"Task '{spec.id}' timed out after {spec.timeout:g} s (attempt {att.attempt})"
+            outcome = self.state.failed(att.run, att.index, att.node, msg, now)
+            self._execution(att, "timeout", now, error=msg)
+            self.metrics.failed(1, "timeout")
+            log.info("%s -> %s", msg, outcome)
+
+    def _sample(self, now: float) -> None:
+        if now - self._last_sample < self.config.sample_every_s:
+            return
+        self._last_sample = now
+        alive = [i for i, a in enumerate(self.node_alive) if a]
+        cap_c = sum(self.nodes.cap_cpus[i] for i in alive)
+        cap_m = sum(self.nodes.cap_memory[i] for i in alive)
+        used_c = cap_c - sum(self.nodes.free_cpus[i] for i in alive)
+        used_m = cap_m - sum(self.nodes.free_memory[i] for i in alive)
+        self.store.record_system_samples([SystemSample(
+            cpus_total=cap_c, cpus_used=used_c, memory_total=int(cap_m), memory_used=int(used_m),
+            queue_length=self.state.num_ready(), running_tasks=len(self.running), ts=now)])
+        self.metrics.cluster(used_c, cap_c, self.state.num_ready(), len(self.running))
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._needs_resync:
+                    with self.lock:
+                        self._resync()
+                self._iteration()
+                self.loop_error = None
+            except Exception:  # noqa: BLE001 - keep the orchestrator alive, but say loudly what broke
+                self.loop_error = traceback.format_exc()
+                log.error("orchestrator loop error (state re-read from the store):\n%s", self.loop_error)
+                self._needs_resync = True
+                time.sleep(0.5)
+
+    def _resync(self) -> None:
+        """After a failed write the in-memory state is ahead of the store, which is the truth: drop the
+        unrecorded changes and rebuild every active run from the store, keeping attempts still running."""
+        self.state.take_changes()
+        self._executions.clear()
+        self._decision_rows.clear()
+        live_by_run: dict[str, dict[int, _Attempt]] = {}
+        for att in self.running.values():
+            live_by_run.setdefault(att.run.run_id, {})[att.index] = att
+        for run_id in list(self.state.by_run):
+            self.state.forget(run_id)
+        for view in self.state.views.values():
+            view.queue.__init__(view.queue.policy)
+        for i in range(len(self.nodes)):
+            if self.node_alive[i]:
+                self.nodes.free_cpus[i] = self.nodes.cap_cpus[i]
+                self.nodes.free_memory[i] = self.nodes.cap_memory[i]
+                self.nodes.free_gpus[i] = self.nodes.cap_gpus[i]
+        kept: dict[Any, _Attempt] = {}
+        for run_id in self.store.unfinished_workflows():
+            rec = self.store.get_workflow(run_id)
+            tasks = self.store.get_tasks(run_id)
+            stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at) for t in tasks}
+            live = {i: a for i, a in live_by_run.get(run_id, {}).items()
+                    if stored[a.run.dag.ids[i]][0] == TaskStatus.RUNNING}
+            run = self.state.admit(run_id, self.store.load_spec(run_id), time.time(), policy=rec.policy,
+                                   stored=stored, stored_status=rec.status, live=set(live))
+            for i, att in live.items():
+                att.run = run
+                run.attempts[i] = att.attempt
+                self.nodes.reserve(att.node, float(run.dag.cpus[i]), float(run.dag.memory[i]),
+                                   float(run.dag.gpus[i]))
+                kept[att.report_ref] = att
+        for ref, att in self.running.items():
+            if ref not in kept:
+                ray.cancel(att.value_ref, force=True)  # its start was never recorded
+        self.running = kept
+        self._by_task = {(a.run.run_id, a.index): a for a in kept.values()}
+        self._needs_resync = False
+        self._flush()
+
+    def _iteration(self) -> None:
+        timing = self.timing
+        t0 = time.perf_counter()
+        refs = list(self.running)
+        if refs:
+            ready, _ = ray.wait(refs, num_returns=1, timeout=self.config.poll_s, fetch_local=False)
+            if ready and len(refs) > 1:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        else:
+            ready = []
+            wait = self.config.poll_s * 5
+            nxt = self.state.next_retry_time()
+            if nxt is not None:
+                wait = max(0.0, min(wait, nxt - time.time()))
+            self._wake.wait(wait)
+            self._wake.clear()
+        t1 = time.perf_counter()
+        timing["wait"] += t1 - t0
+        reports: list = [None] * len(ready)
+        if ready:
+            try:
+                reports = ray.get(ready)  # one round trip for all finished attempts
+            except Exception:  # noqa: BLE001 - one of them failed at the system level: fetch one by one
+                reports = [None] * len(ready)
+        t2 = time.perf_counter()
+        timing["get_reports"] += t2 - t1
+        with self.lock:
+            now = time.time()
+            for ref, report in zip(ready, reports):
+                att = self.running.get(ref)
+                if att is not None:
+                    self._complete(att, now, report)
+            self._check_timeouts(now)
+            if time.monotonic() - self._last_nodes > self.config.node_refresh_s:
+                self._last_nodes = time.monotonic()
+                self._refresh_nodes()
+            self.state.promote_due_retries(now)
+            t3 = time.perf_counter()
+            timing["complete"] += t3 - t2
+            self._dispatch(now)
+            self._flush()
+            self._sample(now)
+            timing["dispatch_and_write"] += time.perf_counter() - t3
+            timing["iterations"] += 1
+
+
+OrchestratorActor = ray.remote(num_cpus=0, max_concurrency=64, max_restarts=0)(Orchestrator)

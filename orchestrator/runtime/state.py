@@ -1,0 +1,392 @@
+"""The runtime's in-memory bookkeeping of active workflow runs: task statuses, the ready queues, retries with
+backoff, failure propagation and cancellation. Pure Python (no Ray): every status move is checked against the
+transition table and recorded as a store `Change`, which the actor writes before it acts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..dag import analyse, dag_arrays
+from ..model import TaskSpec, Workflow
+from ..scheduling import get_policy
+from ..scheduling.interface import (
+    TASK_DONE,
+    TASK_FAILED,
+    TASK_PENDING,
+    TASK_READY,
+    TASK_RUNNING,
+    Decision,
+    NodeView,
+    ReadyTask,
+    SchedulingPolicy,
+)
+from ..scheduling.queue import ReadyQueue
+from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_transition
+from ..store.records import TaskChange, WorkflowChange
+
+_CODE = {
+    TaskStatus.PENDING: TASK_PENDING,
+    TaskStatus.READY: TASK_READY,
+    TaskStatus.RUNNING: TASK_RUNNING,
+    TaskStatus.RETRYING: TASK_PENDING,
+    TaskStatus.SUCCEEDED: TASK_DONE,
+    TaskStatus.FAILED: TASK_FAILED,
+    TaskStatus.CANCELLED: TASK_FAILED,
+    TaskStatus.SKIPPED: TASK_FAILED,
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: delay = base * 2^(attempt-1) * (1 + jitter * U[0,1)), capped."""
+
+    base: float = 1.0
+    cap: float = 300.0
+    jitter: float = 0.5
+    system_retries: int = 3  # extra attempts after a node or worker died (not the task's fault)
+
+    def delay(self, attempt: int, rng: random.Random, base: float | None = None) -> float:
+        b = self.base if base is None else base
+        return min(self.cap, b * (2 ** max(attempt - 1, 0))) * (1.0 + self.jitter * rng.random())
+
+
+class RunState:
+    """One active workflow run, as the policy sees it (satisfies `JobView`)."""
+
+    def __init__(self, index: int, run_id: str, wf: Workflow, arrival: float, policy_name: str,
+                 default_duration: float = 1.0):
+        dag = dag_arrays(wf)
+        self.id = index
+        self.run_id = run_id
+        self.name = wf.name
+        self.workflow = wf
+        self.specs: list[TaskSpec] = list(wf.tasks)
+        self.arrival = arrival
+        self.priority = max((t.priority for t in wf.tasks), default=0)
+        self.policy_name = policy_name
+        self.dag = dag
+        self.predicted = np.array([t.duration if t.duration is not None else default_duration for t in wf.tasks])
+        self.analysis = analyse(dag, self.predicted)
+        self.status = bytearray(dag.n)
+        self.detail: list[TaskStatus] = [TaskStatus.PENDING] * dag.n
+        self.remaining_work = float((self.predicted * dag.cpus).sum())
+        self.remaining_tasks = dag.n  # not yet terminal
+        self.pending = dag.in_degree.tolist()
+        self.attempts = [0] * dag.n
+        self.system_failures = [0] * dag.n
+        self.next_attempt_at: dict[int, float] = {}
+        self.ready_tasks: dict[int, ReadyTask] = {}
+        self.errors: dict[int, str] = {}
+        self.result_refs: list[str | None] = [None] * dag.n
+        self.wf_status = WorkflowStatus.PENDING
+        self.cancel_requested = False
+
+    def ids(self, indices) -> list[str]:
+        return [self.dag.ids[i] for i in indices]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.detail:
+            out[s.value] = out.get(s.value, 0) + 1
+        return out
+
+    def descendants(self, i: int) -> list[int]:
+        seen, stack = set(), [i]
+        while stack:
+            for c in self.dag.children_of(stack.pop()).tolist():
+                if c not in seen:
+                    seen.add(c)
+                    stack.append(c)
+        return sorted(seen)
+
+
+class _PolicyView:
+    """The `SchedulingState` one policy sees: all active runs, the shared nodes, its own ready queue."""
+
+    def __init__(self, owner: "RuntimeState", queue: ReadyQueue):
+        self._owner = owner
+        self.queue = queue
+
+    @property
+    def now(self) -> float:
+        return self._owner.now
+
+    @property
+    def nodes(self) -> NodeView:
+        return self._owner.nodes
+
+    @property
+    def jobs(self) -> dict[int, RunState]:
+        return self._owner.jobs
+
+    def ready(self) -> Iterator[ReadyTask]:
+        return iter(self.queue)
+
+    @property
+    def num_ready(self) -> int:
+        return len(self.queue)
+
+
+class RuntimeState:
+    """All active runs of one orchestrator, with one ready queue per policy in use."""
+
+    def __init__(self, nodes: NodeView, default_policy: str = "srpt-cp", retry: RetryPolicy | None = None,
+                 seed: int = 0, default_duration: float = 1.0):
+        self.nodes = nodes
+        self.default_policy = default_policy
+        get_policy(default_policy)  # fail early on an unknown name
+        self.retry = retry or RetryPolicy()
+        self.rng = random.Random(seed)
+        self.default_duration = default_duration
+        self.now = 0.0
+        self.jobs: dict[int, RunState] = {}
+        self.by_run: dict[str, RunState] = {}
+        self.policies: dict[str, SchedulingPolicy] = {}
+        self.views: dict[str, _PolicyView] = {}
+        self.changes: list[TaskChange | WorkflowChange] = []
+        self.finished_runs: list[RunState] = []
+        # Node indices that offer a task's custom resources (set by the engine); None: no constraint.
+        self.node_filter = None
+        self._next_index = 0
+        self._ready_seq = 0
+
+    # ---- recording -------------------------------------------------------------------------------------
+    def take_changes(self) -> list[TaskChange | WorkflowChange]:
+        out, self.changes = self.changes, []
+        return out
+
+    def _move(self, run: RunState, i: int, new: TaskStatus, **fields) -> None:
+        old = run.detail[i]
+        task_transition(old, new)  # raises InvalidTransitionError on an illegal move
+        run.detail[i] = new
+        run.status[i] = _CODE[new]
+        if new.terminal:
+            run.remaining_tasks -= 1
+        self.changes.append(TaskChange(run.run_id, run.dag.ids[i], new, at=self.now, expected=old, **fields))
+
+    def _move_run(self, run: RunState, new: WorkflowStatus, error: str | None = None) -> None:
+        workflow_transition(run.wf_status, new)
+        run.wf_status = new
+        self.changes.append(WorkflowChange(run.run_id, new, error=error, at=self.now))
+
+    def _policy_view(self, name: str) -> _PolicyView:
+        view = self.views.get(name)
+        if view is None:
+            policy = get_policy(name)
+            policy.reset(0)
+            self.policies[name] = policy
+            view = self.views[name] = _PolicyView(self, ReadyQueue(policy))
+        return view
+
+    # ---- admission and resume ----------------------------------------------------------------------------
+    def admit(self, run_id: str, wf: Workflow, now: float, policy: str | None = None,
+              stored: dict[str, tuple[TaskStatus, int, str | None, float | None]] | None = None,
+              stored_status: WorkflowStatus | None = None, live: set[int] | None = None) -> RunState:
+        """Start tracking a run. `stored` (task id -> (status, attempt, result_ref, next_attempt_at)) restores
+        a run after a restart: finished tasks stay finished, tasks that were running are put back as ready unless
+        they are in `live` (attempts still running, when the actor re-reads the store after a failed write)."""
+        self.now = now
+        name = policy or wf.policy or self.default_policy
+        view = self._policy_view(name)
+        run = RunState(self._next_index, run_id, wf, now, name, self.default_duration)
+        self._next_index += 1
+        self.jobs[run.id] = run
+        self.by_run[run_id] = run
+        view.queue.policy.on_job_arrival(run)
+        if stored is None:
+            self._move_run(run, WorkflowStatus.RUNNING)
+            for i in range(run.dag.n):
+                if run.pending[i] == 0:
+                    self._make_ready(run, i)
+            return run
+        run.wf_status = stored_status or WorkflowStatus.RUNNING
+        if run.wf_status == WorkflowStatus.PENDING:
+            self._move_run(run, WorkflowStatus.RUNNING)
+        for i, tid in enumerate(run.dag.ids):
+            status, attempt, result_ref, next_at = stored[tid]
+            run.detail[i] = status
+            run.status[i] = _CODE[status]
+            run.attempts[i] = attempt
+            run.result_refs[i] = result_ref
+            if status.terminal:
+                run.remaining_tasks -= 1
+            if status == TaskStatus.SUCCEEDED:
+                run.remaining_work -= float(run.predicted[i] * run.dag.cpus[i])
+                for c in run.dag.children_of(i).tolist():
+                    run.pending[c] -= 1
+            elif status == TaskStatus.RETRYING:
+                run.next_attempt_at[i] = next_at if next_at is not None else now
+        for i in range(run.dag.n):
+            status = run.detail[i]
+            if status == TaskStatus.RUNNING and live and i in live:
+                continue
+            if status == TaskStatus.RUNNING:
+                # Its worker is gone with the previous orchestrator: run it again.
+                self._move(run, i, TaskStatus.READY, error="requeued after an orchestrator restart")
+                self._enqueue(run, i)
+            elif status == TaskStatus.READY:
+                self._enqueue(run, i)
+            elif status == TaskStatus.PENDING and run.pending[i] == 0:
+                self._make_ready(run, i)
+        self._maybe_finish(run)
+        return run
+
+    # ---- readiness -----------------------------------------------------------------------------------------
+    def _enqueue(self, run: RunState, i: int) -> None:
+        self._ready_seq += 1
+        dag = run.dag
+        custom = run.specs[i].resources.custom
+        allowed = self.node_filter(custom) if custom and self.node_filter is not None else None
+        task = ReadyTask(run.id, i, float(dag.cpus[i]), float(dag.memory[i]), float(dag.gpus[i]),
+                         float(run.predicted[i]), self.now, self._ready_seq, run.specs[i].priority, allowed)
+        run.ready_tasks[i] = task
+        self.views[run.policy_name].queue.push(task, run)
+
+    def _make_ready(self, run: RunState, i: int) -> None:
+        self._move(run, i, TaskStatus.READY)
+        self._enqueue(run, i)
+
+    def _dequeue(self, run: RunState, i: int) -> None:
+        task = run.ready_tasks.pop(i, None)
+        if task is not None:
+            self.views[run.policy_name].queue.remove(task)
+
+    def promote_due_retries(self, now: float) -> int:
+        self.now = now
+        moved = 0
+        for run in list(self.jobs.values()):
+            due = [i for i, t in run.next_attempt_at.items() if t <= now]
+            for i in due:
+                del run.next_attempt_at[i]
+                self._make_ready(run, i)
+                moved += 1
+        return moved
+
+    def next_retry_time(self) -> float | None:
+        times = [t for run in self.jobs.values() for t in run.next_attempt_at.values()]
+        return min(times) if times else None
+
+    # ---- scheduling ------------------------------------------------------------------------------------------
+    def schedule(self, now: float) -> list[tuple[RunState, Decision]]:
+        """Ask every policy in use for decisions (round-robin over policies), reserve their resources and record
+        the moves to running. The caller persists the changes, then dispatches."""
+        self.now = now
+        out: list[tuple[RunState, Decision]] = []
+        for name, view in self.views.items():
+            if not len(view.queue):
+                continue
+            for decision in self.policies[name].schedule(view):
+                t = decision.task
+                run = self.jobs.get(t.job)
+                if run is None or run.detail[t.task] != TaskStatus.READY or run.ready_tasks.get(t.task) is not t:
+                    raise ValueError(f"policy '{name}' chose a task that is not ready: {t!r}")
+                if not self.nodes.fits(decision.node, t.cpus, t.memory, t.gpus) or (
+                        t.allowed is not None and decision.node not in t.allowed):
+                    raise ValueError(f"policy '{name}' placed {t!r} on node {decision.node}, which lacks room")
+                self.nodes.reserve(decision.node, t.cpus, t.memory, t.gpus)
+                self._dequeue(run, t.task)
+                run.attempts[t.task] += 1
+                self._move(run, t.task, TaskStatus.RUNNING, attempt=run.attempts[t.task],
+                           node=self.nodes.names[decision.node])
+                out.append((run, decision))
+        return out
+
+    def num_ready(self) -> int:
+        return sum(len(v.queue) for v in self.views.values())
+
+    # ---- outcomes ---------------------------------------------------------------------------------------------
+    def succeeded(self, run: RunState, i: int, node: int | None, result_ref: str | None, now: float) -> None:
+        self.now = now
+        if node is not None:
+            self._release(run, i, node)
+        if run.detail[i] != TaskStatus.RUNNING:
+            return  # cancelled or timed out meanwhile: the late result is ignored
+        run.result_refs[i] = result_ref
+        self._move(run, i, TaskStatus.SUCCEEDED, result_ref=result_ref, error=None)
+        run.remaining_work -= float(run.predicted[i] * run.dag.cpus[i])
+        for c in run.dag.children_of(i).tolist():
+            run.pending[c] -= 1
+            if run.pending[c] == 0 and run.detail[c] == TaskStatus.PENDING and not run.cancel_requested:
+                self._make_ready(run, c)
+        view = self.views[run.policy_name]
+        view.queue.update_job(run)
+        self._maybe_finish(run)
+
+    def failed(self, run: RunState, i: int, node: int | None, error: str, now: float, system: bool = False,
+               retryable: bool = True) -> str:
+        """An attempt failed. Returns what happened: 'retrying', 'failed' or 'ignored'."""
+        self.now = now
+        if node is not None:
+            self._release(run, i, node)
+        if run.detail[i] != TaskStatus.RUNNING:
+            return "ignored"
+        spec = run.specs[i]
+        if system:
+            run.system_failures[i] += 1
+            run.attempts[i] -= 1  # a lost worker is not the task's attempt
+            can_retry = run.system_failures[i] <= self.retry.system_retries
+        else:
+            can_retry = retryable and run.attempts[i] <= spec.retries
+        if can_retry and not run.cancel_requested:
+            delay = 0.0 if system else self.retry.delay(run.attempts[i], self.rng, spec.retry_delay)
+            next_at = now + delay
+            self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=next_at)
+            run.next_attempt_at[i] = next_at
+            return "retrying"
+        run.errors[i] = error
+        self._move(run, i, TaskStatus.FAILED, error=error)
+        cause = f"upstream task '{run.dag.ids[i]}' failed"
+        for d in run.descendants(i):
+            if run.detail[d] in (TaskStatus.PENDING, TaskStatus.READY):
+                self._dequeue(run, d)
+                self._move(run, d, TaskStatus.SKIPPED, error=cause)
+        self._maybe_finish(run)
+        return "failed"
+
+    def _release(self, run: RunState, i: int, node: int) -> None:
+        self.nodes.release(node, float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i]))
+
+    def cancel(self, run: RunState, now: float) -> list[int]:
+        """Cancel a run: pending/ready/retrying tasks never start; returns the running tasks to stop."""
+        self.now = now
+        run.cancel_requested = True
+        running = []
+        for i, status in enumerate(run.detail):
+            if status in (TaskStatus.PENDING, TaskStatus.READY, TaskStatus.RETRYING):
+                self._dequeue(run, i)
+                run.next_attempt_at.pop(i, None)
+                self._move(run, i, TaskStatus.CANCELLED, error="workflow cancelled")
+            elif status == TaskStatus.RUNNING:
+                running.append(i)
+                self._move(run, i, TaskStatus.CANCELLED, error="workflow cancelled while running")
+        self._maybe_finish(run)
+        return running
+
+    def _maybe_finish(self, run: RunState) -> None:
+        if run.remaining_tasks > 0 or run.wf_status.terminal:
+            return
+        failed = [run.dag.ids[i] for i, s in enumerate(run.detail) if s == TaskStatus.FAILED]
+        if run.cancel_requested:
+            self._move_run(run, WorkflowStatus.CANCELLED, "cancelled by request")
+        elif failed:
+            first = failed[0]
+            reason = run.errors.get(run.dag.index[first], "")
+            reason = reason.strip().splitlines()[-1] if reason.strip() else ""
+            self._move_run(run, WorkflowStatus.FAILED,
+                           f"{len(failed)} task(s) failed: {', '.join(failed[:5])}"
+                           + (f" ({first}: {reason})" if reason else ""))
+        else:
+            self._move_run(run, WorkflowStatus.SUCCEEDED)
+        self.jobs.pop(run.id, None)
+        if len(self.finished_runs) < 1000:
+            self.finished_runs.append(run)
+
+    def forget(self, run_id: str) -> None:
+        run = self.by_run.pop(run_id, None)
+        if run is not None:
+            self.jobs.pop(run.id, None)

@@ -1,0 +1,179 @@
+"""The Ray runtime on a real two-node Ray cluster: data flow, durable state, retries with backoff, timeouts,
+memory limits, failure propagation, cancellation, placement, resume after the actor is killed, node loss."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+
+from orchestrator.loaders import workflow_from_dict
+from orchestrator.runtime.actor import OrchestratorActor
+from orchestrator.runtime.client import wait_for
+from orchestrator.runtime.config import RuntimeConfig
+from orchestrator.states import TaskStatus, WorkflowStatus
+from orchestrator.store import Store
+
+B = "orchestrator.runtime.builtins"
+
+
+@pytest.fixture
+def orch(ray_cluster, tmp_path):
+    """An orchestrator actor with its own SQLite store; killed after the test."""
+    handles = []
+
+    def start(**overrides):
+        config = RuntimeConfig(data_dir=str(tmp_path / "state"), redis_url=None, retry_base=0.05,
+                               node_refresh_s=0.5, **overrides)
+        handle = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
+        ray.get(handle.ping.remote())
+        handles.append(handle)
+        return handle
+
+    start.store = lambda: Store.open(None, data_dir=tmp_path / "state")
+    yield start
+    for h in handles:
+        try:
+            ray.get(h.shutdown.remote(), timeout=10)
+        except Exception:  # noqa: BLE001 - already dead (killed by the test)
+            pass
+        ray.kill(h)
+
+
+def _run(handle, spec: dict, timeout: float = 90, **kw) -> dict:
+    wf = workflow_from_dict(spec)
+    run_id = ray.get(handle.submit.remote(wf.model_dump(), *([kw["policy"]] if "policy" in kw else [])))
+    return wait_for(handle, [run_id], poll=0.05, timeout=timeout)[run_id]
+
+
+def _tasks(store, run_id):
+    return {t.task_id: t for t in store.get_tasks(run_id)}
+
+
+def test_results_flow_and_everything_is_recorded(orch):
+    h = orch()
+    final = _run(h, {"name": "flow", "tasks": [
+        {"id": "a", "entrypoint": f"{B}:add", "args": [1, 2]},
+        {"id": "b", "entrypoint": f"{B}:add", "args": [{"$ref": "a"}, 10], "depends_on": ["a"]},
+        {"id": "c", "entrypoint": f"{B}:add", "args": [{"$ref": "a"}, {"$ref": "b"}], "depends_on": ["a", "b"]},
+        {"id": "say", "entrypoint": "echo hello from the shell", "depends_on": ["a"]},
+    ]})
+    assert final["status"] == "succeeded"
+    store = orch.store()
+    tasks = _tasks(store, final["run_id"])
+    assert store.load_result(tasks["c"].result_ref) == 16
+    assert store.load_result(tasks["say"].result_ref) == "hello from the shell"
+    # Every task: ready, started, succeeded, in that order; the workflow: submitted, started, succeeded.
+    events = store.events(final["run_id"])
+    for tid in tasks:
+        assert [e.type for e in events if e.task_id == tid] == ["task.ready", "task.started", "task.succeeded"]
+    assert [e.type for e in events if e.task_id is None] == ["workflow.submitted", "workflow.started",
+                                                              "workflow.succeeded"]
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    execs = store.executions(final["run_id"])
+    assert sorted(e.task_id for e in execs) == sorted(tasks) and all(e.status == "succeeded" for e in execs)
+    assert next(e for e in execs if e.task_id == "say").stdout.strip() == "hello from the shell"
+    decisions = store.decisions(final["run_id"])
+    assert len(decisions) == 4 and all(d.latency_us is not None and d.policy == "srpt-cp" for d in decisions)
+
+
+def test_failure_skips_downstream_and_names_the_cause(orch):
+    h = orch()
+    final = _run(h, {"name": "fails", "tasks": [
+        {"id": "ok", "entrypoint": f"{B}:add", "args": [1]},
+        {"id": "boom", "entrypoint": f"{B}:fail", "args": ["disk on fire"]},
+        {"id": "after", "entrypoint": f"{B}:add", "args": [1], "depends_on": ["boom"]},
+        {"id": "later", "entrypoint": f"{B}:add", "args": [1], "depends_on": ["after"]},
+        {"id": "side", "entrypoint": f"{B}:add", "args": [2], "depends_on": ["ok"]},
+    ]})
+    assert final["status"] == "failed"
+    assert "boom" in final["error"] and "disk on fire" in final["error"]
+    tasks = _tasks(orch.store(), final["run_id"])
+    assert tasks["boom"].status == TaskStatus.FAILED and "RuntimeError: disk on fire" in tasks["boom"].error
+    for tid in ("after", "later"):
+        assert tasks[tid].status == TaskStatus.SKIPPED and tasks[tid].error == "upstream task 'boom' failed"
+    assert tasks["side"].status == TaskStatus.SUCCEEDED  # an independent branch still runs
+
+
+def test_retries_with_exponential_backoff(orch, tmp_path):
+    h = orch()
+    marker = tmp_path / "count"
+    final = _run(h, {"name": "flaky", "tasks": [
+        {"id": "flaky", "entrypoint": f"{B}:fail_times", "args": [str(marker), 2, "finally"], "retries": 3,
+         "retry_delay": 0.3}]})
+    assert final["status"] == "succeeded"
+    store = orch.store()
+    execs = sorted(store.executions(final["run_id"], "flaky"), key=lambda e: e.attempt)
+    assert [e.status for e in execs] == ["failed", "failed", "succeeded"] and [e.attempt for e in execs] == [1, 2, 3]
+    # Backoff: at least 0.3 s before attempt 2 and 0.6 s before attempt 3 (base x 2^(n-1), jitter on top).
+    assert execs[1].started_at - execs[0].finished_at >= 0.3 - 0.02
+    assert execs[2].started_at - execs[1].finished_at >= 0.6 - 0.02
+    types = [e.type for e in store.events(final["run_id"]) if e.task_id == "flaky"]
+    assert types.count("task.retrying") == 2 and types[-1] == "task.succeeded"
+
+
+def test_retries_exhausted_fail(orch, tmp_path):
+    h = orch()
+    final = _run(h, {"name": "hopeless", "tasks": [
+        {"id": "t", "entrypoint": f"{B}:fail_times", "args": [str(tmp_path / "c"), 10], "retries": 1,
+         "retry_delay": 0.05}]})
+    assert final["status"] == "failed"
+    assert len(orch.store().executions(final["run_id"], "t")) == 2
+
+
+def test_timeout_memory_and_bad_entrypoints_each_named(orch):
+    h = orch()
+    final = _run(h, {"name": "bad", "tasks": [
+        {"id": "hangs", "entrypoint": f"{B}:hang", "timeout": 1.0},
+        {"id": "greedy", "entrypoint": f"{B}:allocate", "args": [1024], "resources": {"memory": "64MiB"}},
+        {"id": "nomodule", "entrypoint": "no_such_module_xyz:run", "retries": 3},
+        {"id": "noattr", "entrypoint": f"{B}:no_such_function"},
+        {"id": "exit3", "entrypoint": "echo going down >&2; exit 3"},
+    ]}, timeout=120)
+    assert final["status"] == "failed"
+    tasks = _tasks(orch.store(), final["run_id"])
+    assert "timed out after 1 s" in tasks["hangs"].error
+    assert "exceeded its memory request of 64 MiB" in tasks["greedy"].error
+    assert "cannot import module 'no_such_module_xyz'" in tasks["nomodule"].error
+    assert tasks["nomodule"].attempt == 1  # an import error is not retried
+    assert "has no attribute 'no_such_function'" in tasks["noattr"].error
+    assert "exited with code 3" in tasks["exit3"].error and "going down" in tasks["exit3"].error
+    assert all(t.status == TaskStatus.FAILED for t in tasks.values())
+
+
+def test_cancel_stops_running_and_never_starts_pending(orch):
+    h = orch()
+    wf = workflow_from_dict({"name": "long", "tasks": [
+        {"id": f"s{i}", "entrypoint": f"{B}:sleep", "args": [30]} for i in range(2)] + [
+        {"id": "after", "entrypoint": f"{B}:add", "args": [1], "depends_on": ["s0", "s1"]}]})
+    run_id = ray.get(h.submit.remote(wf.model_dump()))
+    deadline = time.time() + 30
+    while ray.get(h.progress.remote(run_id))["counts"].get("running", 0) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert ray.get(h.cancel.remote(run_id)) is True
+    final = wait_for(h, [run_id], timeout=30)[run_id]
+    assert final["status"] == "cancelled"
+    store = orch.store()
+    tasks = _tasks(store, run_id)
+    assert all(t.status == TaskStatus.CANCELLED for t in tasks.values())
+    assert {e.task_id for e in store.executions(run_id)} <= {"s0", "s1"}  # "after" never started
+    assert store.get_workflow(run_id).status == WorkflowStatus.CANCELLED
+
+
+def test_tasks_run_where_the_policy_placed_them(orch, ray_cluster):
+    h = orch()
+    final = _run(h, {"name": "placed", "tasks": [
+        {"id": f"w{i}", "entrypoint": f"{B}:sleep", "args": [0.2], "resources": {"custom": {"worker": 0.1}}}
+        for i in range(3)] + [{"id": f"any{i}", "entrypoint": f"{B}:sleep", "args": [0.2]} for i in range(4)]})
+    assert final["status"] == "succeeded"
+    store = orch.store()
+    worker_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"] and "worker" in n["Resources"]}
+    execs = store.executions(final["run_id"])
+    decisions = {d.task_id: d.node for d in store.decisions(final["run_id"])}
+    for e in execs:
+        # The node the policy chose (recorded before dispatch) is the node Ray ran the task on.
+        assert e.node == decisions[e.task_id]
+    node_of = {e.task_id: e.node for e in execs}
+    for i in range(3):
+        assert node_of[f"w{i}"].split("/")[-1] in {w[:8] for w in worker_ids}
