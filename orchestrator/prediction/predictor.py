@@ -1,0 +1,236 @@
+"""Task resource prediction for callers: `Prediction` (quantiles of runtime, cpu, memory), the LSTM predictor
+with its fallbacks, and the `Predictor` facade that uses, per target, the method that won the last evaluation."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import PredictionError
+from ..model import TaskSpec
+from .baselines import BASELINES, CategoryMean, Prior, TaskBaseline
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import TaskModelConfig, load_config
+from .features import TARGETS, Execution, History, TaskFeatures
+from .history_arrays import HistoryArrays, Query
+from .task_model import TaskHistoryLSTM, encode
+
+LSTM = "lstm"
+
+
+@dataclass(frozen=True)
+class Quantiles:
+    """Predicted quantiles of one quantity, non-decreasing: `values[i]` is the `levels[i]` quantile."""
+
+    levels: tuple[float, ...]
+    values: tuple[float, ...]
+
+    def at(self, level: float) -> float:
+        """The quantile at `level`, interpolated between the predicted ones (clamped at the ends)."""
+        return float(np.interp(level, self.levels, self.values))
+
+    @property
+    def median(self) -> float:
+        return self.at(0.5)
+
+    @property
+    def low(self) -> float:
+        return self.values[0]
+
+    @property
+    def high(self) -> float:
+        return self.values[-1]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What a task is expected to use. `memory` is None when no execution of its category recorded memory.
+    `methods` names the method behind each target (e.g. lstm, category-mean, prior)."""
+
+    category: str
+    runtime: Quantiles  # seconds
+    cpu: Quantiles | None  # cores
+    memory: Quantiles | None  # bytes
+    methods: dict[str, str]
+    history_size: int
+
+    def as_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"category": self.category, "history_size": self.history_size}
+        for name in TARGETS:
+            q = getattr(self, name)
+            for level, value in zip(q.levels, q.values) if q else ():
+                row[f"{name}_p{round(level * 100):02d}"] = value
+            row[f"{name}_method"] = self.methods.get(name)
+        return row
+
+
+class LSTMTaskPredictor:
+    """The trained `TaskHistoryLSTM` with its fallbacks: the `Prior` when the category has no history, and the
+    category mean for memory when training saw no memory at all (only montage records it)."""
+
+    name = LSTM
+
+    def __init__(self, model: TaskHistoryLSTM, cfg: TaskModelConfig, prior: Prior, memory_trained: bool = True):
+        self.model = model.eval()
+        self.cfg = cfg
+        self.prior = prior
+        self.memory_trained = memory_trained
+        self.quantiles = np.asarray(cfg.quantiles, dtype=np.float64)
+        self._memory_fallback = CategoryMean(cfg.quantiles)
+
+    def predict(self, history: HistoryArrays, query: Query) -> np.ndarray:
+        return self.predict_batch([history], [query])[0]
+
+    def predict_batch(self, histories: Sequence[HistoryArrays], queries: Sequence[Query]) -> np.ndarray:
+        """(B, 3, Q) quantiles of runtime (s), cpu (cores), memory (bytes); NaN where nothing is known."""
+        out = np.full((len(histories), 3, self.quantiles.size), np.nan)
+        have = [i for i, h in enumerate(histories) if len(h)]
+        for i, (h, q) in enumerate(zip(histories, queries)):
+            if not len(h):
+                out[i] = self.prior.predict(h, q)
+        if not have:
+            return out
+        batch = encode([histories[i] for i in have], [queries[i] for i in have], self.cfg.max_history)
+        with torch.inference_mode():
+            res = self.model(torch.from_numpy(batch.steps), torch.from_numpy(batch.query)).numpy().astype(np.float64)
+        c = batch.centres[:, :, None]
+        res = self._clip_to_history(res, [histories[i] for i in have], batch.centres)
+        values = np.stack([np.exp(c[:, 0] + res[:, 0]), np.maximum(c[:, 1] + res[:, 1], 0.0),
+                           np.exp(c[:, 2] + res[:, 2])], axis=1)
+        out[have] = values
+        for j, i in enumerate(have):
+            if not np.isfinite(batch.centres[j, 1]):
+                out[i, 1] = self.prior.predict(histories[i], queries[i])[1]
+            if not self.memory_trained and np.isfinite(batch.centres[j, 2]):
+                out[i, 2] = self._memory_fallback.predict(histories[i], queries[i])[2]
+        return out
+
+    def _clip_to_history(self, res: np.ndarray, histories: Sequence[HistoryArrays], centres: np.ndarray) -> np.ndarray:
+        """Keep predicted log runtime / log memory within the history's range widened by `clip_to_history`
+        e-folds (cpu within [0, max + 1 core]): a guard against wild extrapolation on unusual inputs."""
+        margin = self.cfg.clip_to_history
+        res = res.copy()
+        for j, h in enumerate(histories):
+            h = h.tail(self.cfg.max_history)
+            for k, values, pad in ((0, h.log_runtime, margin), (1, h.cpu, 1.0), (2, h.log_memory, margin)):
+                ok = np.isfinite(values)
+                if ok.any() and np.isfinite(centres[j, k]):
+                    lo, hi = values[ok].min() - pad - centres[j, k], values[ok].max() + pad - centres[j, k]
+                    res[j, k] = np.clip(res[j, k], lo, hi)
+        return res
+
+    # ---- checkpoints -------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "config": self.cfg.model_dump(), "prior": self.prior.to_dict(),
+                "memory_trained": self.memory_trained}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "LSTMTaskPredictor":
+        cfg = TaskModelConfig.model_validate(state["config"])
+        model = TaskHistoryLSTM(cfg.hidden_size, cfg.num_layers, cfg.dropout, len(cfg.quantiles))
+        model.load_state_dict(state["model"])
+        return cls(model, cfg, Prior.from_dict(state["prior"]), bool(state.get("memory_trained", True)))
+
+    def save(self, directory: Path, metadata: dict[str, Any]) -> Path:
+        return save_checkpoint(directory, self.state(), metadata)
+
+    @classmethod
+    def load(cls, directory: Path, version: str = "latest") -> tuple["LSTMTaskPredictor", dict[str, Any]]:
+        state, metadata, _ = load_checkpoint(directory, version)
+        return cls.from_state(state), metadata
+
+
+def _as_history(history: History | Sequence[Execution] | None, category: str) -> list[Execution]:
+    if history is None:
+        return []
+    if isinstance(history, History):
+        return history.of(category)
+    rows = list(history)
+    for e in rows:
+        if not isinstance(e, Execution):
+            raise PredictionError(f"History entries must be Execution records, got {type(e).__name__}")
+    return [e for e in rows if e.category == category]
+
+
+class Predictor:
+    """Predict a task's runtime, cpu and memory with, per target, the method named in `selection` (set from the
+    last evaluation: the LSTM where it won, a baseline where it did not). Empty history -> the prior."""
+
+    def __init__(self, lstm: LSTMTaskPredictor | None, selection: dict[str, str] | None = None,
+                 quantiles: tuple[float, ...] = (0.1, 0.5, 0.9), prior: Prior | None = None,
+                 version: str | None = None):
+        self.lstm = lstm
+        self.quantiles = tuple(lstm.cfg.quantiles) if lstm else tuple(quantiles)
+        self.prior = lstm.prior if lstm else prior
+        default = LSTM if lstm else "category-mean"
+        self.selection = {t: (selection or {}).get(t, default) for t in TARGETS}
+        for target, method in self.selection.items():
+            if method == LSTM and lstm is None:
+                raise PredictionError(f"Selection uses the LSTM for {target} but no LSTM checkpoint was loaded")
+            if method != LSTM and method not in BASELINES:
+                raise PredictionError(f"Unknown prediction method '{method}' for {target}; "
+                                      f"use one of {[LSTM, *BASELINES]}")
+        self._baselines: dict[str, TaskBaseline] = {n: c(self.quantiles) for n, c in BASELINES.items()}
+        self.version = version
+
+    def predict(self, task: TaskFeatures | TaskSpec, history: History | Sequence[Execution] | None = None,
+                family: str | None = None) -> Prediction:
+        """Quantiles for one task given its category's finished executions (other categories are ignored)."""
+        features = TaskFeatures.from_task(task, family) if isinstance(task, TaskSpec) else task
+        rows = _as_history(history, features.category)
+        arrays = HistoryArrays.from_executions(rows)
+        values, methods = self.predict_arrays(arrays, Query.from_features(features))
+        qs = [None if not np.isfinite(v).all() else Quantiles(self.quantiles, tuple(float(x) for x in v))
+              for v in values]
+        if qs[0] is None:
+            raise PredictionError(f"No runtime prediction for category '{features.category}': the history is empty "
+                                  "and no prior is loaded; load a trained model or give some history")
+        return Prediction(features.category, qs[0], qs[1], qs[2], methods, len(rows))
+
+    def predict_arrays(self, history: HistoryArrays, query: Query) -> tuple[np.ndarray, dict[str, str]]:
+        if not len(history):
+            if self.prior is None:
+                return np.full((3, len(self.quantiles)), np.nan), {t: "none" for t in TARGETS}
+            return self.prior.predict(history, query), {t: "prior" for t in TARGETS}
+        cache: dict[str, np.ndarray] = {}
+        out = np.full((3, len(self.quantiles)), np.nan)
+        methods = {}
+        for k, target in enumerate(TARGETS):
+            method = self.selection[target]
+            if method not in cache:
+                cache[method] = (self.lstm.predict(history, query) if method == LSTM
+                                 else self._baselines[method].predict(history, query))
+            out[k] = cache[method][k]
+            methods[target] = method
+        return out, methods
+
+    @classmethod
+    def load(cls, version: str = "latest", models_dir: str | Path | None = None) -> "Predictor":
+        """The LSTM checkpoint `version` plus the selection written by the last `orchestrator eval predictor`
+        (`selection.json` beside the versions); without one, the LSTM for every target."""
+        directory = Path(models_dir) if models_dir else load_config().models_path("predictor")
+        lstm, metadata = LSTMTaskPredictor.load(directory, version)
+        selection = None
+        sel_path = directory / "selection.json"
+        if sel_path.exists():
+            try:
+                selection = json.loads(sel_path.read_text()).get("selection")
+            except json.JSONDecodeError as exc:
+                raise PredictionError(f"Cannot parse '{sel_path}': {exc}; re-run orchestrator eval predictor") from None
+        return cls(lstm, selection, version=metadata.get("version"))
+
+
+def write_selection(directory: Path, selection: dict[str, str], evidence: dict[str, Any]) -> Path:
+    """Record which method each target should use (called by the evaluation)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "selection.json"
+    path.write_text(json.dumps({"selection": selection, "evidence": evidence,
+                                "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
+    return path
