@@ -177,3 +177,69 @@ def test_tasks_run_where_the_policy_placed_them(orch, ray_cluster):
     node_of = {e.task_id: e.node for e in execs}
     for i in range(3):
         assert node_of[f"w{i}"].split("/")[-1] in {w[:8] for w in worker_ids}
+
+
+def test_kill_the_actor_mid_run_and_resume(orch):
+    """Kill the orchestrator while tasks run; a new one resumes the run, does not re-run finished tasks and
+    loses no record."""
+    h = orch()
+    tasks = [{"id": f"a{i}", "entrypoint": f"{B}:sleep", "args": [0.3]} for i in range(4)]
+    tasks += [{"id": f"b{i}", "entrypoint": f"{B}:sleep", "args": [1.5], "depends_on": [f"a{i}"]} for i in range(4)]
+    tasks += [{"id": "c", "entrypoint": f"{B}:add", "args": [1, 2], "depends_on": [f"b{i}" for i in range(4)]}]
+    wf = workflow_from_dict({"name": "resumable", "tasks": tasks})
+    run_id = ray.get(h.submit.remote(wf.model_dump()))
+    store = orch.store()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        counts = store.task_counts(run_id)
+        if counts.get("succeeded", 0) >= 2 and counts.get("running", 0) >= 1:
+            break
+        time.sleep(0.05)
+    done_before = {t.task_id for t in store.get_tasks(run_id) if t.status == TaskStatus.SUCCEEDED}
+    events_before = [(e.id, e.type, e.task_id) for e in store.events(run_id)]
+    ray.kill(h)  # no shutdown, no goodbye
+    assert done_before and store.get_workflow(run_id).status == WorkflowStatus.RUNNING
+
+    h2 = orch()  # a new orchestrator on the same store resumes every unfinished run
+    final = wait_for(h2, [run_id], timeout=60)[run_id]
+    assert final["status"] == "succeeded"
+    execs = store.executions(run_id)
+    for tid in done_before:
+        # A task that had completed before the kill has exactly one (successful) execution: never re-run.
+        assert [e.status for e in execs if e.task_id == tid] == ["succeeded"]
+    assert {t.status for t in store.get_tasks(run_id)} == {TaskStatus.SUCCEEDED}
+    assert store.load_result(_tasks(store, run_id)["c"].result_ref) == 3
+    events_after = [(e.id, e.type, e.task_id) for e in store.events(run_id)]
+    assert events_after[:len(events_before)] == events_before  # nothing recorded was lost or rewritten
+    requeued = [e for e in events_after[len(events_before):] if e[1] == "task.requeued"]
+    assert all(e[2] not in done_before for e in requeued)
+
+
+def test_worker_node_lost_tasks_retried_elsewhere(orch, ray_cluster):
+    h = orch(system_retries=3)
+    doomed = ray_cluster.add_node(num_cpus=4, resources={"doomed": 1})
+    ray_cluster.wait_for_nodes()
+    deadline = time.time() + 10
+    while ray.get(h.stats.remote())["nodes"] < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    wf = workflow_from_dict({"name": "survivor", "tasks": [
+        {"id": f"t{i}", "entrypoint": f"{B}:sleep", "args": [4]} for i in range(8)]})
+    run_id = ray.get(h.submit.remote(wf.model_dump(), "fifo"))
+    store = orch.store()
+    doomed_id = doomed.node_id
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        on_doomed = [d for d in store.decisions(run_id) if d.node and d.node.endswith(doomed_id[:8])]
+        if on_doomed and store.task_counts(run_id).get("running", 0) >= 4:
+            break
+        time.sleep(0.1)
+    assert on_doomed, "the policy placed nothing on the new node"
+    ray_cluster.remove_node(doomed, allow_graceful=False)
+    final = wait_for(h, [run_id], timeout=150)[run_id]
+    assert final["status"] == "succeeded"
+    execs = store.executions(run_id)
+    lost = [e for e in execs if e.status == "lost"]
+    assert lost, "no attempt was recorded as lost with the node"
+    for e in lost:
+        later = [x for x in execs if x.task_id == e.task_id and x.status == "succeeded"]
+        assert later and not later[0].node.endswith(doomed_id[:8])
