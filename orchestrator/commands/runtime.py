@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,35 +68,41 @@ def register(app: typer.Typer) -> None:
         if time_scale is not None and time_scale <= 0:
             raise OrchestratorError(f"--time-scale must be > 0, got {time_scale}")
         config = _config(data_dir, db_url, policy)
-        check_store(config)  # a bad URL or an unreachable database fails here, clearly
-        connect_ray(address, num_cpus=num_cpus)
-        handle = get_orchestrator(config)
-        run_ids = [ray.get(handle.submit.remote(wf.model_dump(), policy, None, time_scale)) for wf in workflows]
-        for wf, rid in zip(workflows, run_ids):
-            console.print(f"submitted [bold]{wf.name}[/] as run [cyan]{rid}[/] ({len(wf.tasks)} tasks)")
-        if detach:
-            return
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as progress:
-            bars = {rid: progress.add_task(rid, total=len(wf.tasks), detail="")
-                    for wf, rid in zip(workflows, run_ids)}
+        final = _submit_and_follow(workflows, config, address, num_cpus, policy, time_scale, detach, timeout)
+        if final and any(p["status"] != "succeeded" for p in final.values()):
+            raise typer.Exit(1)
 
-            def update(p: dict) -> None:
-                c = p["counts"]
-                done = sum(c.get(k, 0) for k in ("succeeded", "failed", "skipped", "cancelled"))
-                detail = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k not in ("pending",) and v)
-                progress.update(bars[p["run_id"]], completed=done, detail=f"{p['status']} {detail}")
+    @app.command()
+    def demo(data_dir: Path = DATA_DIR, num_cpus: int = typer.Option(None, "--num-cpus")):
+        """The main job of `make run`: run the example ETL workflow and replay a real Montage trace on a local
+        Ray, with durable state in SQLite, then show what was recorded."""
+        from ..loaders import default_trace_dir, load_workflow
 
-            final = wait_for(handle, run_ids, on_progress=update, timeout=timeout)
-        failed = False
-        for rid in run_ids:
-            p = final[rid]
-            colour = "green" if p["status"] == "succeeded" else "red"
-            console.print(f"run [cyan]{rid}[/]: [{colour}]{p['status']}[/]")
-            if p["status"] != "succeeded":
-                failed = True
-                _print_failures(config, rid)
-        if failed:
+        root = Path(__file__).resolve().parents[2]
+        # The example's task functions live in the repository's `examples` package: make it importable.
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(
+            os.pathsep) if p])
+        etl = load_workflow(root / "examples" / "etl.yaml")
+        trace = load_workflow(default_trace_dir() / "wfcommons/montage/montage-chameleon-2mass-01d-001.json.gz")
+        config = _config(data_dir, None)
+        console.print(f"[bold]1.[/] the example ETL workflow (Python and shell tasks, results passed between them)")
+        final = _submit_and_follow([etl], config, None, num_cpus, None, None, False, 300)
+        console.print(f"[bold]2.[/] a real Montage run ({len(trace.tasks)} tasks) replayed at 1/50 of its recorded "
+                      "task runtimes")
+        final.update(_submit_and_follow([trace], config, None, num_cpus, "srpt-cp", 0.02, False, 600))
+        store = _open(data_dir, None)
+        table = Table(title=f"Recorded in {config.db_url or config.data_dir + '/state.db'}")
+        for col in ("run", "status", "tasks", "events", "wall (s)"):
+            table.add_column(col)
+        for rid, p in final.items():
+            rec = store.get_workflow(rid)
+            wall = (rec.finished_at or 0) - (rec.started_at or rec.created_at)
+            table.add_row(rid, p["status"], str(p["total"]), str(len(store.events(rid, limit=100_000))), f"{wall:.2f}")
+        console.print(table)
+        etl_run = next(iter(final))
+        console.print(f"next: orchestrator status {etl_run} --data-dir {config.data_dir} | orchestrator logs "
+                      f"{etl_run} --task report --data-dir {config.data_dir} | orchestrator bench")
+        if any(p["status"] != "succeeded" for p in final.values()):
             raise typer.Exit(1)
 
     @app.command()
@@ -216,6 +223,40 @@ def register(app: typer.Typer) -> None:
                 console.print(f"run {rid}: {p['status']}")
             if any(p["status"] != "succeeded" for p in final.values()):
                 raise typer.Exit(1)
+
+
+def _submit_and_follow(workflows, config, address, num_cpus, policy, time_scale, detach, timeout) -> dict:
+    """Submit workflows to the orchestrator (starting Ray and the actor if needed) and show a progress bar each."""
+    import ray
+
+    from ..runtime.client import check_store, connect_ray, get_orchestrator, wait_for
+
+    check_store(config)  # a bad URL or an unreachable database fails here, clearly
+    connect_ray(address, num_cpus=num_cpus)
+    handle = get_orchestrator(config)
+    run_ids = [ray.get(handle.submit.remote(wf.model_dump(), policy, None, time_scale)) for wf in workflows]
+    for wf, rid in zip(workflows, run_ids):
+        console.print(f"submitted [bold]{wf.name}[/] as run [cyan]{rid}[/] ({len(wf.tasks)} tasks)")
+    if detach:
+        return {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as progress:
+        bars = {rid: progress.add_task(rid, total=len(wf.tasks), detail="") for wf, rid in zip(workflows, run_ids)}
+
+        def update(p: dict) -> None:
+            c = p["counts"]
+            done = sum(c.get(k, 0) for k in ("succeeded", "failed", "skipped", "cancelled"))
+            detail = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k != "pending" and v)
+            progress.update(bars[p["run_id"]], completed=done, detail=f"{p['status']} {detail}")
+
+        final = wait_for(handle, run_ids, on_progress=update, timeout=timeout)
+    for rid in run_ids:
+        p = final[rid]
+        colour = "green" if p["status"] == "succeeded" else "red"
+        console.print(f"run [cyan]{rid}[/]: [{colour}]{p['status']}[/]")
+        if p["status"] != "succeeded":
+            _print_failures(config, rid)
+    return final
 
 
 def _open(data_dir, db_url):
