@@ -96,12 +96,12 @@ def _stat_cells(row: pd.Series | None, with_baseline: bool, with_lb: bool) -> li
     return cells
 
 
-def _seeds_note(summary: pd.DataFrame, baseline: str | None) -> str:
+def _seeds_note(summary: pd.DataFrame, baseline: str | None, with_lb: bool) -> str:
     n = int(summary["n"].max()) if len(summary) else 0
     note = f"mean ± 95% CI (t, {n} seeds)"
     if baseline:
         note += f"; x{baseline} = ratio of means to {baseline}"
-    return note + "; xLB = ratio of means to the lower bound"
+    return note + ("; xLB = ratio of means to the lower bound" if with_lb else "")
 
 
 def online_tables(summary: pd.DataFrame, policies: Sequence[str], baseline: str | None,
@@ -123,7 +123,8 @@ def online_tables(summary: pd.DataFrame, policies: Sequence[str], baseline: str 
                 columns.append(f"x{baseline}")
             if with_lb:
                 columns.append("xLB")
-        table = TextTable(f"online, {nodes} nodes: {_label(metric)}", columns, caption=_seeds_note(online, baseline))
+        note = _seeds_note(online, baseline if with_baseline else None, with_lb)
+        table = TextTable(f"online, {nodes} nodes: {_label(metric)}", columns, caption=note)
         for policy in policies:
             row = [policy]
             for load in loads:
@@ -151,7 +152,8 @@ def single_tables(summary: pd.DataFrame, policies: Sequence[str], baseline: str 
                 columns.append(f"x{baseline}")
             if with_lb:
                 columns.append("xLB")
-        table = TextTable(f"single workflow: {_label(metric)}", columns, caption=_seeds_note(single, baseline))
+        note = _seeds_note(single, baseline if with_baseline else None, with_lb)
+        table = TextTable(f"single workflow: {_label(metric)}", columns, caption=note)
         for scenario in dict.fromkeys(single["scenario"]):
             table.sections.add(len(table.rows))
             for k, policy in enumerate(policies):
