@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import secrets
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -64,7 +65,9 @@ DATA_DIR_ENV = "ORCHESTRATOR_DATA_DIR"
 DEFAULT_DATA_DIR = ".orchestrator"
 TEXT_LIMIT = 64 * 1024  # bytes kept of captured stdout/stderr/error text (the tail)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_IN_CHUNK = 500  # ids per IN (...) list
+_IN_CHUNK = 500  # ids per IN (...) list in general
+# SQLite binds at most 999 parameters per statement before 3.32, 32766 since.
+_SQLITE_IN_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32) else 900
 _API_KEY_TOUCH_INTERVAL = 60.0  # seconds between last_used_at updates of one key
 
 W = WorkflowRow.__table__
@@ -182,7 +185,7 @@ class Store:
             raise StoreError(f"Run id '{run_id}' must be 1-128 letters, digits, '.', '_' or '-', "
                              "starting with a letter or digit")
         now = time.time()
-        spec = wf.model_dump(mode="json")
+        spec = wf.model_dump(mode="json", exclude_defaults=True)  # load_spec() rebuilds an equal Workflow
         pending = TaskStatus.PENDING.value
         task_rows = [(run_id, t.id, i, t.category, pending, 0, t.priority, t.resources.cpus, t.resources.memory,
                       t.resources.gpus) for i, t in enumerate(wf.tasks)]
@@ -249,7 +252,7 @@ class Store:
                     "ORDER BY task_id FOR UPDATE", (run_id, ids))
                 stored.update(((run_id, task_id), status) for task_id, status in rows)
                 continue
-            for chunk in _chunks(ids):
+            for chunk in _chunks(ids, _SQLITE_IN_CHUNK):
                 rows = conn.exec_driver_sql(
                     f"SELECT task_id, status FROM tasks WHERE run_id = ? AND task_id IN ({','.join('?' * len(chunk))})",
                     (run_id, *chunk))

@@ -75,8 +75,6 @@ def upgrade() -> None:
         sa.Column("depends_on", sa.String(TASK_ID), nullable=False),
         sa.ForeignKeyConstraint(["run_id", "task_id"], ["tasks.run_id", "tasks.task_id"],
                                 name="fk_task_dependencies_run_id_task_id_tasks", ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["run_id", "depends_on"], ["tasks.run_id", "tasks.task_id"],
-                                name="fk_task_dependencies_run_id_depends_on_tasks", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("run_id", "task_id", "depends_on", name="pk_task_dependencies"),
     )
     op.create_index("ix_task_dependencies_run_id_depends_on", "task_dependencies", ["run_id", "depends_on"])
