@@ -1,0 +1,90 @@
+"""Evaluation of the demand forecaster on the later part of each series (time order) and on whole held-out
+series, beside the naive (last value) and seasonal-naive (same time yesterday) forecasts: 1 - WAPE, MASE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import ForecasterConfig
+from .forecaster import (
+    Forecaster,
+    Normaliser,
+    fit_forecaster,
+    min_history,
+    naive_forecast,
+    seasonal_naive_forecast,
+)
+from .metrics import accuracy, coverage, mase, naive_scale
+
+
+def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: str, cfg: ForecasterConfig,
+                 stride: int = 1) -> list[dict]:
+    """Rows (one per method) for forecasts made at every origin of the later (1 - train_fraction) part."""
+    x = series.to_numpy(dtype=np.float64)
+    n_train = int(len(x) * cfg.train_fraction)
+    origins = np.arange(max(n_train, min_history(cfg)), len(x) - cfg.horizon + 1, stride)
+    if origins.size == 0:
+        return []
+    truth = x[origins[:, None] + np.arange(cfg.horizon)[None, :]]
+    norm = Normaliser.fit(x[:n_train])
+    fc = forecaster.forecast_at(series, origins, norm)
+    values = np.stack([f.values for f in fc])  # (B, H, Q)
+    mid = int(np.argmin(np.abs(np.asarray(cfg.quantiles) - 0.5)))
+    preds = {"lstm": values[:, :, mid], "naive": naive_forecast(x, origins, cfg.horizon),
+             "seasonal-naive": seasonal_naive_forecast(x, origins, cfg.horizon, cfg.season)}
+    scale = naive_scale(x[:n_train])
+    rows = []
+    for method, p in preds.items():
+        row = {"eval": label, "series": name, "method": method, "forecasts": int(origins.size),
+               "accuracy": accuracy(truth, p), "mase": mase(truth, p, scale),
+               "coverage": coverage(truth, values[:, :, 0], values[:, :, -1]) if method == "lstm" else float("nan")}
+        rows.append(row)
+    return rows
+
+
+def pooled(rows: list[dict], label: str) -> list[dict]:
+    """One ALL row per method: accuracy = mean over series of 1 - WAPE, MASE = mean over series."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows if r["eval"] == label):
+        sel = [r for r in rows if r["eval"] == label and r["method"] == method]
+        out.append({"eval": label, "series": "ALL (mean)", "method": method,
+                    "forecasts": sum(r["forecasts"] for r in sel),
+                    "accuracy": float(np.mean([r["accuracy"] for r in sel])),
+                    "mase": float(np.mean([r["mase"] for r in sel])),
+                    "coverage": float(np.nanmean([r["coverage"] for r in sel])) if method == "lstm" else float("nan")})
+    return out
+
+
+def evaluate_forecaster(series: dict[str, pd.Series], cfg: ForecasterConfig, held_out_series: bool = True,
+                        progress: Callable[[str], None] | None = None) -> tuple[list[dict], Forecaster, dict]:
+    """(a) 'later-part': one model trained on the earlier part of every series, scored on their later parts;
+    (b) 'held-out-series': for each series, a model trained on the others only, scored on its later part."""
+    say = progress or (lambda _m: None)
+    names = list(series)
+    say(f"training on the first {cfg.train_fraction:.0%} of {len(names)} series")
+    forecaster, info = fit_forecaster([series[n] for n in names], cfg)
+    rows: list[dict] = []
+    for n in names:
+        rows += score_series(forecaster, series[n], n, "later-part", cfg)
+    rows += pooled(rows, "later-part")
+    infos = {"later-part": info}
+    if held_out_series and len(names) > 1:
+        for n in names:
+            say(f"held-out series: {n}")
+            others = [series[m] for m in names if m != n]
+            # The other series train on all of their points (their own time split is irrelevant here).
+            full = cfg.model_copy(update={"train_fraction": 1.0})
+            f_other, info_o = fit_forecaster(others, full)
+            f_other = Forecaster(f_other.model, cfg)
+            rows += score_series(f_other, series[n], n, "held-out-series", cfg)
+            infos[f"held-out:{n}"] = info_o
+        rows += pooled(rows, "held-out-series")
+    return rows, forecaster, infos
+
+
+def series_names(paths: Sequence[str]) -> list[str]:
+    from pathlib import Path
+    return [Path(p).stem for p in paths]
