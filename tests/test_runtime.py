@@ -3,6 +3,7 @@ memory limits, failure propagation, cancellation, placement, resume after the ac
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -24,8 +25,9 @@ def orch(ray_cluster, tmp_path):
     handles = []
 
     def start(**overrides):
-        config = RuntimeConfig(data_dir=str(tmp_path / "state"), redis_url=None, retry_base=0.05,
-                               node_refresh_s=0.5, **overrides)
+        settings = {"data_dir": str(tmp_path / "state"), "redis_url": None, "retry_base": 0.05,
+                    "node_refresh_s": 0.5, **overrides}
+        config = RuntimeConfig(**settings)
         handle = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
         ray.get(handle.ping.remote())
         handles.append(handle)
@@ -243,3 +245,31 @@ def test_worker_node_lost_tasks_retried_elsewhere(orch, ray_cluster):
     for e in lost:
         later = [x for x in execs if x.task_id == e.task_id and x.status == "succeeded"]
         assert later and not later[0].node.endswith(doomed_id[:8])
+
+
+def test_events_reach_redis_streams_in_order(orch):
+    import uuid
+
+    import redis
+
+    from conftest import REDIS_URL
+
+    stream = f"orchestrator:test:{uuid.uuid4().hex[:8]}"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        h = orch(redis_url=REDIS_URL, redis_stream=stream)
+        final = _run(h, {"name": "evented", "tasks": [
+            {"id": "a", "entrypoint": f"{B}:add", "args": [1]},
+            {"id": "b", "entrypoint": f"{B}:add", "args": [2], "depends_on": ["a"]}]})
+        assert final["status"] == "succeeded"
+        stored = orch.store().events(final["run_id"])
+        deadline = time.time() + 15
+        while time.time() < deadline and client.xlen(stream) < len(stored):
+            time.sleep(0.1)
+        entries = client.xrange(stream)
+        assert len(entries) == len(stored)  # every event delivered once
+        assert [f[b"type"].decode() for _, f in entries] == [e.type for e in stored]
+        assert [int(f[b"event_id"]) for _, f in entries] == [e.id for e in stored]
+        assert json.loads(entries[-1][1][b"payload"])["status"] == "succeeded"
+    finally:
+        client.delete(stream)
