@@ -87,6 +87,8 @@ class RightSizingConfig(_Section):
     memory_margin: float = 0.15
     min_cpus: float = 0.05
     min_memory_mib: float = 16.0
+    cap_at_observed_max: bool = True  # never request more than the category's maximum observed so far
+    calibrate: bool = True  # choose the margins on validation runs (<= 0.5% under-provisioned there)
     cluster_nodes: int = 4
     node_cpus: float = 16.0
     node_memory_gib: float = 64.0
