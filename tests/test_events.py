@@ -154,6 +154,13 @@ def test_durable_cursor_resumes_after_a_restart_without_repeats(store):
     assert seen == outbox_ids(store)
     assert store.sink_cursor("audit") == seen[-1]
 
+    store.advance_sink_cursor("audit", 2)  # cursors only move forward...
+    assert store.sink_cursor("audit") == seen[-1]
+    store.set_sink_cursor("audit", 2)  # ...unless set, to replay
+    replay_from = len(seen)
+    assert EventDispatcher(store, [restarted]).deliver_once() == replay_from - 2
+    assert seen[replay_from:] == outbox_ids(store)[2:]
+
 
 def test_background_threads_deliver_as_events_arrive(store):
     sink = InProcessSink()

@@ -145,13 +145,10 @@ def test_create_then_read_round_trip(store):
     assert event.payload["tasks"] == 4 and event.payload["policy"] == "heft"
 
 
-def test_generated_run_ids_are_unique_and_named_after_the_workflow(store):
-    ids = {store.create_workflow(diamond("My Flow!"), "fifo") for _ in range(5)}
-    assert len(ids) == 5
-    assert all(i.startswith("My-Flow-") for i in ids)
+def test_run_ids_are_unique_and_a_duplicate_or_malformed_one_is_refused(store):
+    generated = {store.create_workflow(diamond("My Flow!"), "fifo") for _ in range(5)}
+    assert len(generated) == 5 and all(i.startswith("My-Flow-") for i in generated)
 
-
-def test_duplicate_or_malformed_run_id_is_refused_and_changes_nothing(store):
     store.create_workflow(diamond(), "fifo", run_id="same")
     before = snapshot(store, "same")
     with pytest.raises(StoreError, match="'same' already exists"):
@@ -168,6 +165,8 @@ def test_unknown_run_is_named(store):
             read("ghost")
     with pytest.raises(StoreError, match="No workflow run 'ghost'"):
         store.apply([WorkflowChange("ghost", WS.RUNNING)])
+    with pytest.raises(StoreError, match=r"No workflow run 'ghost' \(change 1 of 1\)"):
+        store.apply([TaskChange("ghost", "a", TS.READY, expected=TS.PENDING)])
 
 
 def test_large_workflow_is_created_in_bulk(store):
@@ -230,6 +229,9 @@ def test_illegal_transition_rolls_back_the_whole_batch(store):
         store.apply([TaskChange(run_id, "a", TS.RUNNING), TaskChange(run_id, "zz", TS.READY)])
     assert snapshot(store, run_id) == before
 
+    store.apply([])  # an empty batch is no change at all
+    assert snapshot(store, run_id) == before
+
 
 def test_wrong_expected_status_is_caught_by_the_database_and_rolls_back(store):
     """`expected` skips the read; the guarded update still refuses a task that is not in that status."""
@@ -242,13 +244,6 @@ def test_wrong_expected_status_is_caught_by_the_database_and_rolls_back(store):
     assert snapshot(store, run_id) == before
     with pytest.raises(StoreError, match="No task 'ghost'"):
         store.apply([TaskChange(run_id, "ghost", TS.RUNNING, expected=TS.READY)])
-    assert snapshot(store, run_id) == before
-
-
-def test_an_empty_batch_does_nothing(store):
-    run_id = store.create_workflow(diamond(), "fifo")
-    before = snapshot(store, run_id)
-    store.apply([])
     assert snapshot(store, run_id) == before
 
 
@@ -344,6 +339,40 @@ def test_concurrent_writers_never_apply_the_same_move_twice(store):
     assert sorted(e.task_id for e in started) == list("abcd")
 
 
+def test_mixed_concurrent_batches_on_one_run_do_not_deadlock(store):
+    """A batch that starts a run and readies a task races one that readies the same task: one wins cleanly."""
+    runs = [store.create_workflow(diamond(f"w{i}"), "fifo") for i in range(6)]
+    outcomes: dict[str, list[str]] = {r: [] for r in runs}
+
+    def expect(run_id: str) -> TaskStatus | None:  # half the runs check against `expected`, half read
+        return TS.PENDING if runs.index(run_id) % 2 else None
+
+    def racer(batch_for, barrier: threading.Barrier) -> None:
+        for r in runs:
+            barrier.wait()
+            try:
+                store.apply(batch_for(r))
+                outcomes[r].append("applied")
+            except InvalidTransitionError:
+                outcomes[r].append("refused")
+            except StoreError as exc:  # a deadlock would surface here
+                outcomes[r].append(f"error: {exc}")
+
+    barrier = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=racer, args=(lambda r: [WorkflowChange(r, WS.RUNNING),
+                                                        TaskChange(r, "a", TS.READY, expected=expect(r))], barrier)),
+        threading.Thread(target=racer, args=(lambda r: [TaskChange(r, "a", TS.READY, expected=expect(r))], barrier)),
+    ]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for r in runs:
+        assert sorted(outcomes[r]) == ["applied", "refused"]
+        assert statuses(store, r)["a"] is TS.READY
+
+
 def test_concurrent_batches_all_land_with_increasing_event_ids(store):
     runs = [store.create_workflow(Workflow(name=f"w{i}", tasks=[TaskSpec(id=f"t{j}") for j in range(50)]), "fifo")
             for i in range(4)]
@@ -432,7 +461,7 @@ def test_decisions_predictions_metrics_samples_and_optimizations_round_trip(stor
         store.verify_optimization(oid + 100, 0.1)
 
 
-# ---------------------------------------------------------------------- API keys and cursors
+# ---------------------------------------------------------------------- API keys
 
 
 def test_api_keys_verify_and_revoke(store):
@@ -455,12 +484,3 @@ def test_api_keys_verify_and_revoke(store):
     new_key = store.create_api_key("ci", "admin")  # the name is free again
     assert store.verify_api_key(new_key).role == "admin" and new_key != key
     assert [(k.name, k.active) for k in store.list_api_keys(include_revoked=True)] == [("ci", False), ("ci", True)]
-
-
-def test_sink_cursors_only_move_forward_unless_set(store):
-    assert store.sink_cursor("s") is None
-    store.advance_sink_cursor("s", 5)
-    store.advance_sink_cursor("s", 3)
-    assert store.sink_cursor("s") == 5
-    store.set_sink_cursor("s", 2)
-    assert store.sink_cursor("s") == 2

@@ -220,8 +220,10 @@ class Store:
         now = time.time()
         try:
             with self._transaction("apply state changes") as conn:
-                stored_tasks = self._lock_task_statuses(conn, changes)
+                # Lock order, the same in every batch so that concurrent batches cannot deadlock on
+                # PostgreSQL: workflow rows, then task rows (both sorted), then the outbox lock.
                 stored_workflows = self._lock_workflow_statuses(conn, changes)
+                stored_tasks = self._lock_task_statuses(conn, changes)
                 task_rows, workflow_params, events = _plan(changes, stored_tasks, stored_workflows, now)
                 if task_rows:
                     # One row per task, sorted by key: concurrent batches lock rows in the same order.
@@ -231,8 +233,7 @@ class Store:
                     if conn.execute(_WORKFLOW_UPDATE, workflow_params).rowcount != len(workflow_params):
                         raise _StaleBatch()
                 touched = sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
-                for chunk in _chunks(touched):
-                    conn.execute(sa.update(W).where(W.c.run_id.in_(chunk)).values(updated_at=now))
+                conn.execute(sa.update(W).where(W.c.run_id.in_(touched)).values(updated_at=now))
                 self._append_events(conn, events)
         except _StaleBatch:
             raise self._explain_stale_batch(changes) from None
@@ -260,14 +261,13 @@ class Store:
         return stored
 
     def _lock_workflow_statuses(self, conn: sa.Connection, changes: Sequence[Change]) -> dict[str, str]:
-        run_ids = sorted({c.run_id for c in changes if isinstance(c, WorkflowChange)})
-        stored: dict[str, str] = {}
-        for chunk in _chunks(run_ids):
-            query = sa.select(W.c.run_id, W.c.status).where(W.c.run_id.in_(chunk))
-            if self.dialect == "postgresql":
-                query = query.with_for_update()
-            stored.update((run_id, status) for run_id, status in conn.execute(query))
-        return stored
+        """Stored statuses of every run the batch touches (row-locked on PostgreSQL: one batch per run at a
+        time); a run missing from the result does not exist."""
+        run_ids = sorted({c.run_id for c in changes})
+        query = sa.select(W.c.run_id, W.c.status).where(W.c.run_id.in_(run_ids)).order_by(W.c.run_id)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()
+        return {run_id: status for run_id, status in conn.execute(query)}
 
     def _explain_stale_batch(self, changes: Sequence[Change]) -> Exception:
         """After a rolled-back batch whose guarded updates missed: name the first change that was wrong."""
@@ -715,6 +715,8 @@ def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], s
     n = len(changes)
     for i, c in enumerate(changes):
         at = now if c.at is None else c.at
+        if c.run_id not in stored_workflows:
+            raise StoreError(f"No workflow run '{c.run_id}' (change {i + 1} of {n}); nothing in the batch was applied")
         if isinstance(c, TaskChange):
             key = (c.run_id, c.task_id)
             current = task_status.get(key)
@@ -771,13 +773,7 @@ def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], s
                 payload["next_attempt_at"] = c.next_attempt_at
             events.append((c.run_id, c.task_id, event_type, json_dumps(payload), now))
         else:
-            current_wf = workflow_status.get(c.run_id)
-            if current_wf is None:
-                stored_wf = stored_workflows.get(c.run_id)
-                if stored_wf is None:
-                    raise StoreError(f"No workflow run '{c.run_id}' (change {i + 1} of {n}); "
-                                     "nothing in the batch was applied")
-                current_wf = WorkflowStatus(stored_wf)
+            current_wf = workflow_status.get(c.run_id) or WorkflowStatus(stored_workflows[c.run_id])
             new_wf = c.status
             try:
                 event_type = workflow_transition(current_wf, new_wf)
