@@ -38,8 +38,8 @@ class WorkflowRow(Base):
     __tablename__ = "workflows"
 
     run_id: Mapped[str] = mapped_column(sa.String(RUN_ID), primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(200))
-    family: Mapped[str | None] = mapped_column(sa.String(100))
+    name: Mapped[str] = mapped_column(sa.Text)  # names and categories come from users: no length limit
+    family: Mapped[str | None] = mapped_column(sa.Text)
     policy: Mapped[str] = mapped_column(sa.String(100))
     status: Mapped[str] = mapped_column(sa.String(16))
     spec: Mapped[dict[str, Any]] = mapped_column(Json)
@@ -64,7 +64,7 @@ class TaskRow(Base):
     )
     task_id: Mapped[str] = mapped_column(sa.String(TASK_ID), primary_key=True)
     position: Mapped[int] = mapped_column(sa.Integer)  # index of the task in the workflow spec
-    category: Mapped[str] = mapped_column(sa.String(200))
+    category: Mapped[str] = mapped_column(sa.Text)
     status: Mapped[str] = mapped_column(sa.String(16))
     attempt: Mapped[int] = mapped_column(sa.Integer, default=0)
     node: Mapped[str | None] = mapped_column(sa.String(200))
@@ -149,7 +149,7 @@ class WorkflowOptimizationRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID))
-    workflow: Mapped[str | None] = mapped_column(sa.String(200))  # workflow name, when not tied to one run
+    workflow: Mapped[str | None] = mapped_column(sa.Text)  # workflow name, when not tied to one run
     kind: Mapped[str] = mapped_column(sa.String(100))
     description: Mapped[str] = mapped_column(sa.Text)
     params: Mapped[dict[str, Any] | None] = mapped_column(Json)
@@ -169,7 +169,7 @@ class ResourcePredictionRow(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     run_id: Mapped[str | None] = mapped_column(sa.String(RUN_ID))
     task_id: Mapped[str | None] = mapped_column(sa.String(TASK_ID))
-    category: Mapped[str] = mapped_column(sa.String(200))
+    category: Mapped[str] = mapped_column(sa.Text)
     model_version: Mapped[str] = mapped_column(sa.String(100))
     predicted_runtime: Mapped[float | None] = mapped_column(sa.Double)
     predicted_cpu: Mapped[float | None] = mapped_column(sa.Double)

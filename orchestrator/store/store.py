@@ -42,7 +42,6 @@ from .records import (
     SystemSample,
     TaskChange,
     TaskRecord,
-    WorkflowChange,
     WorkflowRecord,
 )
 from .schema import (
@@ -65,7 +64,6 @@ DATA_DIR_ENV = "ORCHESTRATOR_DATA_DIR"
 DEFAULT_DATA_DIR = ".orchestrator"
 TEXT_LIMIT = 64 * 1024  # bytes kept of captured stdout/stderr/error text (the tail)
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_IN_CHUNK = 500  # ids per IN (...) list in general
 # SQLite binds at most 999 parameters per statement before 3.32, 32766 since.
 _SQLITE_IN_CHUNK = 8000 if sqlite3.sqlite_version_info >= (3, 32) else 900
 _API_KEY_TOUCH_INTERVAL = 60.0  # seconds between last_used_at updates of one key
@@ -233,7 +231,8 @@ class Store:
                     if conn.execute(_WORKFLOW_UPDATE, workflow_params).rowcount != len(workflow_params):
                         raise _StaleBatch()
                 touched = sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
-                conn.execute(sa.update(W).where(W.c.run_id.in_(touched)).values(updated_at=now))
+                if touched:
+                    conn.execute(sa.update(W).where(W.c.run_id.in_(touched)).values(updated_at=now))
                 self._append_events(conn, events)
         except _StaleBatch:
             raise self._explain_stale_batch(changes) from None
@@ -401,6 +400,7 @@ class Store:
             "error": _clip(r.error), "duration": r.duration, "cpu": r.cpu, "peak_memory": r.peak_memory,
             "stdout": _clip(r.stdout), "stderr": _clip(r.stderr),
         } for r in rows]
+
         def unknown_task() -> StoreError:
             return StoreError("Cannot record executions: some name a task that is not in the store "
                               f"(first row: run '{rows[0].run_id}', task '{rows[0].task_id}')")
@@ -537,9 +537,9 @@ class Store:
         relative: str | None = None
         size = len(encoded.data) if encoded.data is not None else 0
         if encoded.kind != "inline":
-            relative = result_codec.relative_path(run_id, task_id, result_codec.suffix_for(encoded.kind))
-            if not _RUN_ID.match(run_id):
+            if not _RUN_ID.match(run_id):  # never a path from a run id the store would not have created
                 raise _unknown_task(run_id, task_id)
+            relative = result_codec.relative_path(run_id, task_id, result_codec.suffix_for(encoded.kind))
             try:
                 size = result_codec.write_file(self.storage_dir / relative, encoded)
             except OSError as exc:
@@ -548,6 +548,7 @@ class Store:
         row = {"run_id": run_id, "task_id": task_id, "kind": encoded.kind, "format": encoded.format,
                "inline": encoded.data if encoded.kind == "inline" else None, "path": relative, "size": size,
                "created_at": time.time()}
+
         def unknown_task() -> StoreError:
             if relative is not None:
                 (self.storage_dir / relative).unlink(missing_ok=True)
@@ -670,16 +671,17 @@ class Store:
 
         `on_conflict` builds the error for a violated constraint (duplicate key, unknown foreign key).
         """
+        dbapi = self.engine.dialect.loaded_dbapi  # raw driver errors come from COPY on PostgreSQL
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(store_write=True)
                 with conn.begin():
                     yield conn
-        except sa.exc.IntegrityError as exc:
+        except (sa.exc.IntegrityError, dbapi.IntegrityError) as exc:
             if on_conflict is not None:
                 raise on_conflict() from exc
             raise StoreError(f"The store at '{self.url}' refused to {action}: {_cause(exc)}") from exc
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, dbapi.Error) as exc:
             raise StoreError(f"Cannot {action} in the store at '{self.url}': {_cause(exc)}") from exc
 
     @contextmanager
@@ -808,7 +810,7 @@ def _record_params(record: Any, now: float, time_field: str) -> dict[str, Any]:
     return params
 
 
-def _chunks(items: Sequence[str], size: int = _IN_CHUNK) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
