@@ -1,0 +1,265 @@
+"""`orchestrator eval predictor|forecaster` (held-out evaluation beside baselines, results to --out) and
+`orchestrator predict tasks|capacity|cost` (use the trained models)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def _table(title: str, rows: list[dict], columns: list[tuple[str, str]], digits: int = 3) -> Table:
+    t = Table(title=title, title_justify="left")
+    for key, header in columns:
+        t.add_column(header, justify="left" if key in ("eval", "method", "family", "series", "requests") else "right")
+    for r in rows:
+        t.add_row(*(_fmt(r.get(k), digits) for k, _ in columns))
+    return t
+
+
+def _write(out: Path, name: str, rows: list[dict]) -> Path:
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def register(app: typer.Typer) -> None:
+    evaluate = typer.Typer(help="Evaluate learned models on held-out data, beside their baselines.",
+                           no_args_is_help=True)
+    predict = typer.Typer(help="Predict task resources, plan capacity, choose the cheapest cluster.",
+                          no_args_is_help=True)
+    app.add_typer(evaluate, name="eval")
+    app.add_typer(predict, name="predict")
+
+    @evaluate.command("predictor")
+    def eval_predictor(
+        traces: Path = typer.Option(None, help="Folder of WfCommons traces (default: the bundled data/traces)"),
+        out: Path = typer.Option(Path("results/prediction"), help="Folder for the CSV/JSON results"),
+        config: Path = typer.Option(None, help="Prediction config (default configs/prediction.yaml)"),
+        lofo: bool = typer.Option(True, help="Also hold out each family entirely (trains one model per family)"),
+        rightsizing: bool = typer.Option(True, help="Also replay right-sized requests in the simulator"),
+        epochs: int = typer.Option(None, help="Override task_model.epochs"),
+        update_selection: bool = typer.Option(True, help="Write models/predictor/selection.json from the result"),
+    ):
+        """Train on the earlier runs (and per held-out family), score the LSTM beside category mean, last
+        value and log-log regression, replay right-sized requests, and measure prediction latency."""
+        import numpy as np
+        import torch
+
+        from ..loaders import default_trace_dir, load_traces
+        from ..prediction.config import load_config
+        from ..prediction.features import build_table
+        from ..prediction.predictor import LSTM, write_selection
+        from ..prediction.rightsizing import evaluate_rightsizing
+        from ..prediction.task_evaluation import evaluate_task_predictors, method_table, time_split
+        from ..prediction.task_training import split_validation_runs
+
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        cfg = load_config(config, {"task_model.epochs": epochs} if epochs else None)
+        workflows = load_traces(traces or default_trace_dir())
+        table = build_table(workflows)
+        say = lambda m: console.print(f"[dim]{time.perf_counter() - start:6.1f}s[/] {m}")  # noqa: E731
+        ev = evaluate_task_predictors(table, cfg, lofo=lofo, progress=say)
+        frac = f"{cfg.evaluation.history_fraction:.0%}"
+        cols = [("eval", "evaluation"), ("method", "method"), ("tasks", "tasks"),
+                ("runtime_accuracy", "runtime 1-WAPE"), ("cpu_accuracy", "cpu 1-WAPE"),
+                ("memory_accuracy", "memory 1-WAPE*"), ("runtime_coverage", "runtime p10-p90 cover"),
+                ("runtime_pinball", "runtime pinball")]
+        main_rows = [r for r in ev.rows if r["family"] == "ALL" and not r["eval"].startswith("online")]
+        console.print(_table(f"Task prediction on held-out data (history = earlier runs + first {frac} of the "
+                             "category in the run; LOFO: first 20% only)", main_rows, cols))
+        fam_rows = [r for r in ev.rows if r["eval"].startswith("time-split") and r["family"] != "ALL"]
+        console.print(_table("Time split, per family", fam_rows,
+                             [("family", "family")] + cols[1:6]))
+        online = [r for r in ev.rows if r["eval"].startswith("online")]
+        console.print(_table("Online: same queries (last 40% of each category), more of the run finished",
+                             online, cols[:5] + [("runtime_coverage", "runtime p10-p90 cover")]))
+        console.print("* memory is recorded only in montage traces; memory accuracy is measured on montage only")
+        rs_rows: list[dict] = []
+        if rightsizing:
+            say("right-sizing replay")
+            train_runs, test_runs = time_split(table, cfg.evaluation.test_fraction)
+            model = ev.models["time-split"]
+            methods = method_table(model, model.prior, cfg.task_model.quantiles)
+            chosen = {LSTM, *ev.selection.values()}
+            _, val_runs = split_validation_runs(table, train_runs, cfg.task_model.validation_fraction)
+            rs_rows = evaluate_rightsizing(workflows, table, train_runs, test_runs,
+                                           {m: methods[m] for m in methods if m in chosen},
+                                           cfg.task_model.quantiles, cfg.rightsizing, cfg.task_model.max_history,
+                                           val_runs if cfg.rightsizing.calibrate else ())
+            console.print(_table(
+                "Right-sizing replay on the held-out runs (reductions vs per-category max in hindsight; "
+                "memory on montage, the only family with recorded peaks)", rs_rows,
+                [("requests", "requests"), ("reserved_cpu_s", "reserved cpu-s"), ("cpu_reduction_pct", "cpu -%"),
+                 ("under_cpu_pct", "cpu under %"), ("reserved_mem_gib_s_recorded", "reserved GiB-s"),
+                 ("mem_reduction_pct", "mem -%"), ("under_memory_pct", "mem under %"),
+                 ("makespan_s", "sum makespan s")], digits=1))
+        lat = ev.latency
+        console.print(f"latency of Predictor.predict (one task, {lat['history_size']} history steps, 1 thread, "
+                      f"{lat['trials']} calls): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+        console.print(f"selection (best 1-WAPE on the time split): {ev.selection}")
+        paths = [_write(out, "predictor_eval", ev.rows)]
+        if rs_rows:
+            paths.append(_write(out, "rightsizing", rs_rows))
+        summary = {"rows": ev.rows, "selection": ev.selection, "latency": ev.latency, "rightsizing": rs_rows,
+                   "training": ev.info, "config": cfg.model_dump(), "seconds": time.perf_counter() - start,
+                   "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (out / "predictor_eval.json").write_text(json.dumps(summary, indent=2, default=str))
+        paths.append(out / "predictor_eval.json")
+        if update_selection:
+            best_rows = {t: next((r for r in ev.rows if r["eval"] == f"time-split@{frac}" and r["family"] == "ALL"
+                                  and r["method"] == m), {}) for t, m in ev.selection.items()}
+            paths.append(write_selection(cfg.models_path("predictor"), ev.selection,
+                                         {t: r.get(f"{t}_accuracy") for t, r in best_rows.items()}))
+        console.print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - start:.0f}s")
+        del np
+
+    @evaluate.command("forecaster")
+    def eval_forecaster(
+        series: list[Path] = typer.Option(None, help="CSV series (timestamp,value); default data/series/*.csv"),
+        out: Path = typer.Option(Path("results/prediction"), help="Folder for the CSV/JSON results"),
+        config: Path = typer.Option(None, help="Prediction config (default configs/prediction.yaml)"),
+        held_out_series: bool = typer.Option(True, help="Also train without each series and score it"),
+        epochs: int = typer.Option(None, help="Override forecaster.epochs"),
+    ):
+        """Train on the earlier part of each series, forecast the next hour at every point of the later part,
+        and compare with naive and seasonal-naive: 1 - WAPE and MASE."""
+        import torch
+
+        from ..prediction.config import ROOT, load_config
+        from ..prediction.forecast_evaluation import evaluate_forecaster
+        from ..prediction.series import load_series
+
+        torch.set_num_threads(1)
+        start = time.perf_counter()
+        cfg = load_config(config, {"forecaster.epochs": epochs} if epochs else None)
+        fc = cfg.forecaster
+        paths = list(series) if series else sorted((ROOT / "data" / "series").glob("*.csv"))
+        data = {Path(p).stem: load_series(p, fc.step_minutes, fc.max_gap_steps) for p in paths}
+        say = lambda m: console.print(f"[dim]{time.perf_counter() - start:6.1f}s[/] {m}")  # noqa: E731
+        rows, _, info = evaluate_forecaster(data, fc, held_out_series, progress=say)
+        console.print(_table(
+            f"Demand forecast, next {fc.horizon} steps ({fc.horizon * fc.step_minutes} min), every origin of the "
+            f"last {1 - fc.train_fraction:.0%} of each series", rows,
+            [("eval", "evaluation"), ("series", "series"), ("method", "method"), ("forecasts", "forecasts"),
+             ("accuracy", "1-WAPE"), ("mase", "MASE"), ("coverage", "p10-p90 cover")]))
+        written = [_write(out, "forecaster_eval", rows)]
+        (out / "forecaster_eval.json").write_text(json.dumps(
+            {"rows": rows, "training": info, "config": fc.model_dump(), "seconds": time.perf_counter() - start},
+            indent=2, default=str))
+        written.append(out / "forecaster_eval.json")
+        console.print("wrote " + ", ".join(str(p) for p in written) + f" in {time.perf_counter() - start:.0f}s")
+
+    @predict.command("tasks")
+    def predict_tasks(
+        workflow: Path = typer.Argument(..., help="Workflow file (YAML, JSON or WfCommons)"),
+        history: Path = typer.Option(None, help="Folder of earlier runs (WfCommons) to use as history"),
+        version: str = typer.Option("latest", help="Predictor version under models/predictor"),
+        limit: int = typer.Option(20, help="Rows to print"),
+        out: Path = typer.Option(None, help="Write every task's prediction to this CSV"),
+    ):
+        """Predict runtime, cpu and memory quantiles for every task of a workflow before it runs."""
+        import pandas as pd
+
+        from ..loaders import load_traces, load_workflow
+        from ..prediction.features import Execution, History
+        from ..prediction.predictor import Predictor
+
+        wf = load_workflow(workflow)
+        predictor = Predictor.load(version)
+        hist = History()
+        if history:
+            for past in load_traces(history):
+                for t in past.tasks:
+                    if t.observed is not None:
+                        hist.add(Execution.from_task(t))
+        rows = [{"task": t.id, **predictor.predict(t, hist, wf.family).as_row()} for t in wf.tasks]
+        frame = pd.DataFrame(rows)
+        if out:
+            frame.to_csv(out, index=False)
+        cols = [c for c in frame.columns if c.endswith(("_p10", "_p50", "_p90")) or c in ("task", "category")]
+        t = Table(title=f"{wf.name}: predictions (predictor {predictor.version}, selection {predictor.selection})")
+        for c in cols:
+            t.add_column(c, justify="left" if c in ("task", "category") else "right")
+        for r in rows[:limit]:
+            t.add_row(*(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols))
+        console.print(t)
+
+    @predict.command("capacity")
+    def predict_capacity(
+        series: Path = typer.Argument(..., help="CSV usage series (timestamp,value)"),
+        version: str = typer.Option("latest", help="Forecaster version under models/forecaster"),
+        target_utilisation: float = typer.Option(None, help="Objective: keep utilisation below this"),
+        p95_wait: float = typer.Option(None, help="Objective: p95 queueing delay (s) instead of utilisation"),
+        cores_per_unit: float = typer.Option(None, help="Series units -> cores"),
+        node_types: Path = typer.Option(None, help="Node types with prices (default configs/node_types.yaml)"),
+        out: Path = typer.Option(None, help="Write the Ray autoscaler hint as YAML here"),
+    ):
+        """Forecast the next hour and plan nodes per step; print the Ray autoscaler hint."""
+        from ..prediction.capacity import plan_capacity
+        from ..prediction.config import load_config
+        from ..prediction.forecaster import Forecaster
+        from ..prediction.node_types import load_node_types
+        from ..prediction.series import load_series
+
+        cfg = load_config()
+        forecaster, _ = Forecaster.load(cfg.models_path("forecaster"), version)
+        s = load_series(series, forecaster.cfg.step_minutes, forecaster.cfg.max_gap_steps)
+        update = {k: v for k, v in (("target_utilisation", target_utilisation), ("p95_wait_seconds", p95_wait),
+                                    ("cores_per_unit", cores_per_unit)) if v is not None}
+        plan = plan_capacity(forecaster.forecast(s), load_node_types(node_types), cfg.capacity.model_copy(update=update))
+        t = Table(title=f"Capacity plan: {plan.node_type.name}, {plan.objective}, cost ${plan.cost:.2f} over the hour")
+        for c in ("start", "demand cores", "needed cores", "nodes"):
+            t.add_column(c, justify="right")
+        for st in plan.steps:
+            t.add_row(str(st.start), f"{st.demand_cores:.2f}", f"{st.needed_cores:.2f}", str(st.nodes))
+        console.print(t)
+        console.print(plan.to_yaml())
+        if out:
+            out.write_text(plan.to_yaml())
+
+    @predict.command("cost")
+    def predict_cost(
+        workflow: Path = typer.Argument(..., help="Workflow file (durations from the file)"),
+        deadline: float = typer.Option(..., help="Deadline in seconds"),
+        policy: str = typer.Option(None, help="Scheduling policy for the simulation (srpt-cp, heft, ...)"),
+        max_nodes: int = typer.Option(None, help="Largest cluster size tried per node type"),
+        node_types: Path = typer.Option(None, help="Node types with prices (default configs/node_types.yaml)"),
+    ):
+        """Cheapest homogeneous cluster (type x count) that finishes the workflow by the deadline, in simulation."""
+        from ..loaders import load_workflow
+        from ..prediction.config import load_config
+        from ..prediction.cost import cheapest_cluster
+        from ..prediction.node_types import load_node_types
+
+        cfg = load_config().cost
+        plan = cheapest_cluster(load_workflow(workflow), load_node_types(node_types), deadline,
+                                policy or cfg.policy, max_nodes or cfg.max_nodes, cfg.min_billed_seconds)
+        t = Table(title=f"Cluster options (deadline {deadline:g} s, policy {plan.policy})")
+        for c in ("node type", "nodes", "makespan s", "cost $", "meets deadline"):
+            t.add_column(c, justify="right")
+        for o in sorted(plan.options, key=lambda o: o.cost):
+            t.add_row(o.node_type, str(o.nodes), _fmt(o.makespan, 1), _fmt(o.cost, 4), "yes" if o.meets_deadline else "no")
+        console.print(t)
+        if plan.best is None:
+            console.print("[red]no tested cluster meets the deadline[/]; raise --max-nodes or the deadline")
+            raise typer.Exit(1)
+        b = plan.best
+        console.print(f"[green]cheapest[/]: {b.nodes} x {b.node_type}, makespan {b.makespan:.1f} s, ${b.cost:.4f}")

@@ -1,0 +1,53 @@
+"""`orchestrator train predictor|forecaster`: tune and train the prediction models with Ray Tune and save
+the best as a new version under models/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    train = typer.Typer(help="Train learned models (Ray Tune; local Ray unless --address).", no_args_is_help=True)
+    app.add_typer(train, name="train")
+    console = Console()
+
+    @train.command("predictor")
+    def predictor(
+        traces: Path = typer.Option(None, help="Folder of WfCommons traces (default: the bundled data/traces)"),
+        samples: int = typer.Option(None, help="Tune trials (default from configs/prediction.yaml)"),
+        epochs: int = typer.Option(None, help="Max epochs per trial (ASHA stops weak trials earlier)"),
+        address: str = typer.Option(None, help="Ray cluster address; a local Ray is started when omitted"),
+        config: Path = typer.Option(None, help="Prediction config (default configs/prediction.yaml)"),
+        models_dir: Path = typer.Option(None, help="Where versions go (default models/predictor)"),
+    ):
+        """Tune the per-task LSTM (runtime, cpu, memory quantiles) and save models/predictor/<version>/."""
+        from ..prediction.tuning import load_training_script
+
+        script = load_training_script("tune_predictor")
+        args = script.Args(config=config, samples=samples, epochs=epochs, address=address, models_dir=models_dir)
+        if traces is not None:
+            args.traces = traces
+        path = script.main(args)
+        console.print(f"[green]saved[/] {path}")
+
+    @train.command("forecaster")
+    def forecaster(
+        series: list[Path] = typer.Option(None, help="CSV series (timestamp,value); default data/series/*.csv"),
+        samples: int = typer.Option(None, help="Tune trials"),
+        epochs: int = typer.Option(None, help="Max epochs per trial"),
+        address: str = typer.Option(None, help="Ray cluster address; a local Ray is started when omitted"),
+        config: Path = typer.Option(None, help="Prediction config (default configs/prediction.yaml)"),
+        models_dir: Path = typer.Option(None, help="Where versions go (default models/forecaster)"),
+    ):
+        """Tune the demand LSTM (next hour of usage, quantiles) and save models/forecaster/<version>/."""
+        from ..prediction.tuning import load_training_script
+
+        script = load_training_script("tune_forecaster")
+        args = script.Args(config=config, samples=samples, epochs=epochs, address=address, models_dir=models_dir)
+        if series:
+            args.series = list(series)
+        path = script.main(args)
+        console.print(f"[green]saved[/] {path}")
