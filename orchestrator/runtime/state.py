@@ -124,8 +124,8 @@ class _PolicyView:
     def jobs(self) -> dict[int, RunState]:
         return self._owner.jobs
 
-    def ready(self) -> Iterator[ReadyTask]:
-        return iter(self.queue)
+    def ready(self, max_cpus: float | None = None) -> Iterator[ReadyTask]:
+        return self.queue.iter(max_cpus)
 
     @property
     def num_ready(self) -> int:

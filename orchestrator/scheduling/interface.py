@@ -106,8 +106,9 @@ class SchedulingState(Protocol):
     nodes: NodeView
     jobs: Mapping[int, JobView]
 
-    def ready(self) -> Iterable[ReadyTask]:
-        """Ready tasks in the policy's queue order."""
+    def ready(self, max_cpus: float | None = None) -> Iterable[ReadyTask]:
+        """Ready tasks in the policy's queue order. With `max_cpus` the engine may leave out tasks that request
+        more cpus (a hint to skip what cannot fit; the order of the rest is unchanged)."""
 
     @property
     def num_ready(self) -> int: ...
@@ -162,7 +163,7 @@ class SchedulingPolicy(ABC):
         misses = 0
         scan_limit = self.scan_limit
         place = self.place
-        for task in state.ready():
+        for task in state.ready(limit):
             if task.cpus > limit:
                 misses += 1
                 if misses >= scan_limit:

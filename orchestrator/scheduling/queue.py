@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections.abc import Iterator
-from heapq import heappop, heappush, heapify
+from heapq import heapify, heappop, heappush, merge
 from operator import itemgetter
 
 from sortedcontainers import SortedList
@@ -59,6 +59,17 @@ class _OrderedTasks:
             front.append(entry)
             yield entry[2]
 
+    def iter_entries(self) -> Iterator[tuple]:
+        front, heap, dead = self.front, self.heap, self.dead
+        yield from front
+        while heap:
+            entry = heappop(heap)
+            if entry[1] in dead:
+                dead.discard(entry[1])
+                continue
+            front.append(entry)
+            yield entry
+
     def entries(self) -> list[tuple]:
         return list(self.front) + [e for e in self.heap if e[1] not in self.dead]
 
@@ -74,12 +85,17 @@ class _OrderedTasks:
 
 
 class ReadyQueue:
-    """Ready tasks in policy order. Push/remove O(log n); iteration in order is lazy."""
+    """Ready tasks in policy order. Push/remove O(log n); iteration in order is lazy.
+
+    A flat queue keeps one ordered list per distinct cpu request, so that walking "the tasks that could fit
+    in `max_cpus`" skips the larger ones without looking at them (merged back into one order when needed).
+    """
 
     def __init__(self, policy: SchedulingPolicy):
         self.policy = policy
         self.by_job = policy.orders_jobs
-        self._flat = _OrderedTasks()
+        self._task_key = policy.task_key
+        self._classes: dict[float, _OrderedTasks] = {}  # cpus request -> its ready tasks (flat queues)
         self._jobs: SortedList = SortedList()  # (job_key, job_id) of jobs with ready tasks
         self._job_key: dict[int, tuple] = {}
         self._job_tasks: dict[int, _OrderedTasks] = {}
@@ -89,10 +105,19 @@ class ReadyQueue:
         return self._size
 
     def push(self, task: ReadyTask, job: JobView) -> None:
-        task.key = key = self.policy.task_key(task, job)
+        task.key = key = self._task_key(task, job)
         self._size += 1
+        entry = (key, task.seq, task)
         if not self.by_job:
-            self._flat.push((key, task.seq, task))
+            cls = self._classes.get(task.cpus)
+            if cls is None:
+                cls = self._classes[task.cpus] = _OrderedTasks()
+            front = cls.front
+            if front and entry < front[-1]:
+                insort(front, entry)
+            else:
+                heappush(cls.heap, entry)
+            cls.size += 1
             return
         tasks = self._job_tasks.get(job.id)
         if tasks is None:
@@ -101,12 +126,12 @@ class ReadyQueue:
             job_key = (self.policy.job_key(job), job.id)
             self._job_key[job.id] = job_key
             self._jobs.add(job_key)
-        tasks.push((key, task.seq, task))
+        tasks.push(entry)
 
     def remove(self, task: ReadyTask) -> None:
         self._size -= 1
         if not self.by_job:
-            self._flat.remove((task.key, task.seq, task))
+            self._classes[task.cpus].remove((task.key, task.seq, task))
             return
         tasks = self._job_tasks[task.job]
         tasks.remove((task.key, task.seq, task))
@@ -129,7 +154,9 @@ class ReadyQueue:
     def drop_job(self, job_id: int) -> list[ReadyTask]:
         """Remove every ready task of a job (cancellation); return them."""
         if not self.by_job:
-            gone = self._flat.drop_where(lambda t: t.job == job_id)
+            gone = []
+            for cls in self._classes.values():
+                gone.extend(cls.drop_where(lambda t: t.job == job_id))
         else:
             tasks = self._job_tasks.pop(job_id, None)
             if tasks is None or not tasks.size:
@@ -139,10 +166,23 @@ class ReadyQueue:
         self._size -= len(gone)
         return gone
 
+    def iter(self, max_cpus: float | None = None) -> Iterator[ReadyTask]:
+        """Ready tasks in queue order; with `max_cpus`, a flat queue may leave out tasks requesting more."""
+        if self.by_job:
+            return self._iter_by_job()
+        if max_cpus is None:
+            classes = [c for c in self._classes.values() if c.size]
+        else:
+            limit = max_cpus + 1e-9
+            classes = [c for cpus, c in self._classes.items() if c.size and cpus <= limit]
+        if len(classes) == 1:
+            return iter(classes[0])
+        if not classes:
+            return iter(())
+        return map(_task_of, merge(*[c.iter_entries() for c in classes]))
+
     def __iter__(self) -> Iterator[ReadyTask]:
-        if not self.by_job:
-            return iter(self._flat)
-        return self._iter_by_job()
+        return self.iter()
 
     def _iter_by_job(self) -> Iterator[ReadyTask]:
         job_tasks = self._job_tasks

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterator
 
 import numpy as np
 
@@ -91,6 +90,8 @@ class Simulation:
         self.jobs: dict[int, JobState] = {}
         self.finished: dict[int, JobState] = {}
         self.queue = ReadyQueue(policy)
+        self._by_job = self.queue.by_job
+        self.ready = self.queue.iter  # SchedulingState.ready(max_cpus=None), without a layer of call
         self._events: list[tuple] = []
         self._seq = 0
         self._ready_seq = 0
@@ -102,10 +103,7 @@ class Simulation:
         for job in workload.jobs:
             self._push(job.arrival, _ARRIVAL, job, -1, -1)
 
-    # ---- SchedulingState -------------------------------------------------------------------------------
-    def ready(self) -> Iterator[ReadyTask]:
-        return iter(self.queue)
-
+    # ---- SchedulingState: `ready()` is bound in __init__ to the queue's iterator ---------------------------
     @property
     def num_ready(self) -> int:
         return len(self.queue)
@@ -171,7 +169,7 @@ class Simulation:
         if js.remaining_tasks == 0:
             js.finish = self.now
             self.finished[js.id] = self.jobs.pop(js.id)
-        else:
+        elif self._by_job:
             self.queue.update_job(js)
 
     def advance(self) -> bool:
