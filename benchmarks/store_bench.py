@@ -108,7 +108,8 @@ def main() -> None:
             results[backend] = bench(url, wf, args.batch, args.runs)
 
     backends = list(results)
-    header = f"{'operation':<44}" + "".join(f"{b + ' median':>18}{b + ' p95':>16}" for b in backends)
+    header = f"{'operation':<44}" + "".join(f"{b + ' min':>16}{b + ' median':>18}{b + ' p95':>16}"
+                                            for b in backends)
     print(header)
     print("-" * len(header))
     for key in results[backends[0]]:
@@ -116,10 +117,10 @@ def main() -> None:
         for b in backends:
             samples = sorted(results[b][key])
             p95 = samples[min(len(samples) - 1, int(0.95 * len(samples)))]
-            line += f"{statistics.median(samples):>15.1f} ms{p95:>13.1f} ms"
+            line += f"{samples[0]:>13.1f} ms{statistics.median(samples):>15.1f} ms{p95:>13.1f} ms"
         print(line)
-    print(f"\n{args.runs} run(s) per backend; apply rows are per batch ({len(results[backends[0]][key])} samples)"
-          .replace(f"({len(results[backends[0]][key])} samples)", f"({args.runs * args.tasks // args.batch} samples)"))
+    print(f"\n{args.runs} run(s) per backend; each apply row is {args.runs * args.tasks // args.batch} batches; "
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":
