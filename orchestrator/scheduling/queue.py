@@ -131,7 +131,13 @@ class ReadyQueue:
     def remove(self, task: ReadyTask) -> None:
         self._size -= 1
         if not self.by_job:
-            self._classes[task.cpus].remove((task.key, task.seq, task))
+            cls = self._classes[task.cpus]
+            front = cls.front
+            if front and front[0][2] is task:  # the usual case: the head was started
+                del front[0]
+                cls.size -= 1
+            else:
+                cls.remove((task.key, task.seq, task))
             return
         tasks = self._job_tasks[task.job]
         tasks.remove((task.key, task.seq, task))
@@ -170,6 +176,9 @@ class ReadyQueue:
         """Ready tasks in queue order; with `max_cpus`, a flat queue may leave out tasks requesting more."""
         if self.by_job:
             return self._iter_by_job()
+        if len(self._classes) == 1:
+            for c in self._classes.values():
+                return iter(c) if max_cpus is None or c.heap or c.front else iter(())
         if max_cpus is None:
             classes = [c for c in self._classes.values() if c.size]
         else:
