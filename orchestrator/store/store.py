@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL, Engine
 
 from ..errors import InvalidTransitionError, StoreError
 from ..model import Workflow
-from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_transition
+from ..states import TERMINAL_TASK_STATUSES, TaskStatus, WorkflowStatus, task_transition, workflow_transition
 from . import results as result_codec
 from .database import OUTBOX_LOCK_KEY, create_engine, json_dumps, mask_url, parse_url, upgrade_to_head
 from .records import (
@@ -80,6 +80,8 @@ _WORKFLOW_COLUMNS = (W.c.run_id, W.c.name, W.c.family, W.c.policy, W.c.status, W
                      W.c.started_at, W.c.finished_at, W.c.updated_at)
 _TASK_COLUMNS = tuple(T.c[f.name] for f in fields(TaskRecord))
 _UNFINISHED = (WorkflowStatus.PENDING.value, WorkflowStatus.RUNNING.value)
+_STATUS_TEXT = {s: s.value for s in TaskStatus}  # plain lookups: Enum.value is slow in a 1,000-change loop
+_STATUS_BY_TEXT = {s.value: s for s in TaskStatus}
 
 # One statement for every task a batch moves (executemany on the net change per task). A NULL value keeps
 # the stored one; the status guard makes the update a no-op unless the stored status is the one checked.
@@ -733,7 +735,7 @@ def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], s
                 stored = stored_tasks.get(key)
                 if stored is None:
                     raise _unknown_task(c.run_id, c.task_id, i, n)
-                current = TaskStatus(stored)
+                current = _STATUS_BY_TEXT[stored]
             new = c.status
             try:
                 event_type = task_transition(current, new)
@@ -748,9 +750,9 @@ def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], s
             if row is None:
                 #      status  attempt node  clear  error result ready started finished next  run  task  from
                 row = [None, None, None, False, None, None, None, None, None, None, c.run_id, c.task_id,
-                       current.value]
+                       _STATUS_TEXT[current]]
                 net[key] = row
-            row[0] = new.value
+            row[0] = new_text = _STATUS_TEXT[new]
             if c.attempt is not None:
                 row[1] = c.attempt
             if c.node is not None:
@@ -765,12 +767,13 @@ def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], s
                 row[6] = at
             elif new is TaskStatus.RUNNING:
                 row[7] = at
-            elif new.terminal:
+            elif new in TERMINAL_TASK_STATUSES:
                 row[8] = at
             if c.next_attempt_at is not None:
                 row[9] = c.next_attempt_at
-            payload = {"run_id": c.run_id, "task_id": c.task_id, "status": new.value, "previous": current.value,
-                       "attempt": c.attempt, "node": c.node, "error": error, "result_ref": c.result_ref, "at": at}
+            payload = {"run_id": c.run_id, "task_id": c.task_id, "status": new_text,
+                       "previous": _STATUS_TEXT[current], "attempt": c.attempt, "node": c.node, "error": error,
+                       "result_ref": c.result_ref, "at": at}
             if c.next_attempt_at is not None:
                 payload["next_attempt_at"] = c.next_attempt_at
             events.append((c.run_id, c.task_id, event_type, json_dumps(payload), now))
