@@ -44,4 +44,4 @@ def pinball(actual: np.ndarray, predicted: np.ndarray, quantiles: np.ndarray) ->
     diff = actual - np.asarray(predicted, dtype=float)
     q = np.asarray(quantiles, dtype=float)
     loss = np.maximum(q * diff, (q - 1) * diff)
-    return float(np.nanmean(loss))
+    return float(np.nanmean(loss)) if np.isfinite(loss).any() else float("nan")

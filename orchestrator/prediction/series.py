@@ -5,6 +5,7 @@ linearly interpolated in time when the hole spans at most `max_gap_steps` steps;
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,9 @@ def series_from_frame(frame: pd.DataFrame, step_minutes: int = 5, max_gap_steps:
         raw_times = pd.Series(frame.index, index=frame.index)
     else:
         raise PredictionError(f"Series {source} has no time column '{time_column}' and no DatetimeIndex")
-    times = pd.to_datetime(raw_times, errors="coerce")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "could not infer format": each row parsed on its own
+        times = pd.to_datetime(raw_times, errors="coerce")
     if times.isna().any():
         i = int(np.flatnonzero(times.isna().to_numpy())[0])
         raise PredictionError(f"Series {source}: row {i + 1} has timestamp {raw_times.iloc[i]!r}, not a date/time")

@@ -30,7 +30,7 @@ def time_split(table: ExecutionTable, test_fraction: float) -> tuple[list[int], 
     return sorted(train), sorted(test)
 
 
-def test_episodes(table: ExecutionTable, runs: Sequence[int], fraction: float, with_prior_runs: bool,
+def held_out_episodes(table: ExecutionTable, runs: Sequence[int], fraction: float, with_prior_runs: bool,
                   max_history: int, query_from: float | None = None) -> list[Episode]:
     """For each category of each run: history = the first floor(fraction x n) tasks (plus, if
     `with_prior_runs`, the category's executions in earlier runs of the family); queries = the tasks after
@@ -69,22 +69,26 @@ def _grouped(predictor) -> "Method":
     return run
 
 
+def with_prior(baseline, prior: Prior) -> Method:
+    """A baseline as a batch function that falls back to the prior for empty histories, as the LSTM does."""
+    grouped, fallback = _grouped(baseline), _grouped(prior)
+
+    def run(hs: list[HistoryArrays], qs: list[Query]) -> np.ndarray:
+        out = np.empty((len(hs), 3, baseline.quantiles.size))
+        empty = np.array([len(h) == 0 for h in hs])
+        for sel, fn in ((~empty, grouped), (empty, fallback)):
+            idx = np.flatnonzero(sel)
+            if idx.size:
+                out[idx] = fn([hs[i] for i in idx], [qs[i] for i in idx])
+        return out
+    return run
+
+
 def method_table(lstm: LSTMTaskPredictor, prior: Prior, quantiles: tuple[float, ...]) -> dict[str, Method]:
-    """Every method as a batch function; the baselines use the prior for empty histories, as the LSTM does."""
-    def with_prior(baseline) -> Method:
-        grouped, fallback = _grouped(baseline), _grouped(prior)
-        def run(hs: list[HistoryArrays], qs: list[Query]) -> np.ndarray:
-            out = np.empty((len(hs), 3, baseline.quantiles.size))
-            empty = np.array([len(h) == 0 for h in hs])
-            for sel, fn in ((~empty, grouped), (empty, fallback)):
-                idx = np.flatnonzero(sel)
-                if idx.size:
-                    out[idx] = fn([hs[i] for i in idx], [qs[i] for i in idx])
-            return out
-        return run
+    """Every method as a batch function; all share the prior for empty histories."""
     methods: dict[str, Method] = {LSTM: lstm.predict_batch}
     for name, cls in BASELINES.items():
-        methods[name] = with_prior(cls(quantiles))
+        methods[name] = with_prior(cls(quantiles), prior)
     empty = HistoryArrays.empty()
     methods["prior"] = lambda hs, qs: prior.predict_group(empty, list(qs))  # the fallback alone, no history
     return methods
@@ -139,7 +143,7 @@ def online_curve(table: ExecutionTable, runs: Sequence[int], methods: dict[str, 
     fractions = cfg.evaluation.online_fractions
     last = max(fractions)
     for f in fractions:
-        eps = test_episodes(table, runs, f, with_prior_runs, cfg.task_model.max_history, query_from=last)
+        eps = held_out_episodes(table, runs, f, with_prior_runs, cfg.task_model.max_history, query_from=last)
         score_methods(table, eps, methods, cfg.task_model.quantiles, f"online@{f:.2f}", out, by_family=False)
 
 
@@ -206,7 +210,7 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
     models["time-split"] = lstm
     info["time-split"] = {**fit_info, "test_runs": [table.runs[r] for r in test_runs]}
     methods = method_table(lstm, prior, tm.quantiles)
-    eps = test_episodes(table, test_runs, frac, True, tm.max_history)
+    eps = held_out_episodes(table, test_runs, frac, True, tm.max_history)
     score_methods(table, eps, methods, tm.quantiles, f"time-split@{frac:.0%}", out)
     say("time split: online curve")
     online_curve(table, test_runs, methods, cfg, out, with_prior_runs=True)
@@ -222,7 +226,7 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
             lstm_f = LSTMTaskPredictor(model, tm, prior, memory_trained=fit_info["memory_examples"] > 0)
             models[f"lofo:{fam}"] = lstm_f
             info[f"lofo:{fam}"] = fit_info
-            eps = test_episodes(table, held, frac, False, tm.max_history)
+            eps = held_out_episodes(table, held, frac, False, tm.max_history)
             score_methods(table, eps, method_table(lstm_f, prior, tm.quantiles), tm.quantiles,
                           f"lofo:{fam}@{frac:.0%}", out, by_family=False)
 
