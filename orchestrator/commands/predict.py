@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -105,8 +106,8 @@ def register(app: typer.Typer) -> None:
                                            cfg.task_model.quantiles, cfg.rightsizing, cfg.task_model.max_history,
                                            val_runs if cfg.rightsizing.calibrate else ())
             console.print(_table(
-                "Right-sizing replay on the held-out runs (reductions vs per-category max in hindsight; "
-                "memory on montage, the only family with recorded peaks)", rs_rows,
+                "Right-sizing replay on the held-out runs (reductions vs per-category max in hindsight; cpu capped "
+                "at the online max; memory on montage, the only family with recorded peaks)", rs_rows,
                 [("requests", "requests"), ("reserved_cpu_s", "reserved cpu-s"), ("cpu_reduction_pct", "cpu -%"),
                  ("under_cpu_pct", "cpu under %"), ("reserved_mem_gib_s_recorded", "reserved GiB-s"),
                  ("mem_reduction_pct", "mem -%"), ("under_memory_pct", "mem under %"),

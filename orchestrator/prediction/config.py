@@ -35,8 +35,9 @@ class TaskModelConfig(_Section):
     episodes_per_group: int = 24  # training examples drawn per (run, category)
     prior_run_probability: float = 0.5  # share of examples whose history also holds earlier runs
     validation_fraction: float = 0.15
-    runtime_weighted_loss: bool = False  # weight episodes by their category's runtime (WAPE favours long tasks)
-    clip_to_history: float = 1.0  # predicted logs stay within the history's range widened by this (e-folds)
+    runtime_weighted_loss: bool = True  # weight the runtime loss by the category's runtime (as WAPE does)
+    clip_to_history: float = 1.0  # predicted log runtime stays within the history's range widened by this
+    clip_memory_to_history: float = 0.1  # same for log memory (peaks barely move within a category)
     seed: int = 0
 
 

@@ -21,6 +21,15 @@ TARGETS = ("runtime", "cpu", "memory")
 MIN_RUNTIME = 1e-3  # seconds; runtimes are modelled in log space and floored here
 
 
+def log_size(value):
+    """log1p of a size in bytes; NaN when unknown (None/NaN) or 0 — some traces list no files for a task, and
+    a zero read as a real size would look like a 10^5-fold difference to its siblings."""
+    v = np.asarray(np.nan if value is None else value, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        out = np.where(v > 0, np.log1p(np.where(v > 0, v, 0.0)), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
 def _check_number(value: float | None, what: str, allow_none: bool = True) -> float | None:
     if value is None:
         if allow_none:
@@ -237,8 +246,8 @@ def build_table(workflows: Sequence[Workflow]) -> ExecutionTable:
     a = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
     return ExecutionTable(
         run=a["run"].astype(np.int64), family=a["family"].astype(np.int64), category=a["category"].astype(np.int64),
-        log_runtime=np.log(np.maximum(a["runtime"], MIN_RUNTIME)), log_input=np.log1p(a["inp"]),
-        log_output=np.log1p(a["out"]), cpu=a["cpu"], log_memory=np.log(a["mem"]), runtime=a["runtime"],
+        log_runtime=np.log(np.maximum(a["runtime"], MIN_RUNTIME)), log_input=log_size(a["inp"]),
+        log_output=log_size(a["out"]), cpu=a["cpu"], log_memory=np.log(a["mem"]), runtime=a["runtime"],
         memory=a["mem"], runs=[workflows[i].name for i in order], run_time=np.asarray([times[i] for i in order]),
         run_family=np.asarray([families.index(workflows[i].family or "unknown") for i in order]),
         families=families, categories=list(categories), task_ids=task_ids,

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .features import MIN_RUNTIME, Execution, ExecutionTable, TaskFeatures
+from .features import MIN_RUNTIME, Execution, ExecutionTable, TaskFeatures, log_size
 
 _NAN = float("nan")
 
 
 def _log1p(v: float | None) -> float:
-    return _NAN if v is None else float(np.log1p(v))
+    return log_size(v)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class HistoryArrays:
 
 @dataclass(frozen=True)
 class Query:
-    """The task to predict: log1p sizes (NaN = unknown) and its family if known."""
+    """The task to predict: log1p sizes (NaN = unknown or 0, see `log_size`) and its family if known."""
 
     log_input: float
     log_output: float

@@ -113,13 +113,14 @@ class LSTMTaskPredictor:
         return out
 
     def _clip_to_history(self, res: np.ndarray, histories: Sequence[HistoryArrays], centres: np.ndarray) -> np.ndarray:
-        """Keep predicted log runtime / log memory within the history's range widened by `clip_to_history`
-        e-folds (cpu within [0, max + 1 core]): a guard against wild extrapolation on unusual inputs."""
-        margin = self.cfg.clip_to_history
+        """Keep predicted log runtime within the history's range widened by `clip_to_history` e-folds, log
+        memory within it widened by `clip_memory_to_history`, cpu within [0, max + 1 core]: a guard against
+        wild extrapolation on unusual inputs."""
+        margin, mem_margin = self.cfg.clip_to_history, self.cfg.clip_memory_to_history
         res = res.copy()
         for j, h in enumerate(histories):
             h = h.tail(self.cfg.max_history)
-            for k, values, pad in ((0, h.log_runtime, margin), (1, h.cpu, 1.0), (2, h.log_memory, margin)):
+            for k, values, pad in ((0, h.log_runtime, margin), (1, h.cpu, 1.0), (2, h.log_memory, mem_margin)):
                 ok = np.isfinite(values)
                 if ok.any() and np.isfinite(centres[j, k]):
                     lo, hi = values[ok].min() - pad - centres[j, k], values[ok].max() + pad - centres[j, k]

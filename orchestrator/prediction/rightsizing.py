@@ -188,8 +188,7 @@ def evaluate_rightsizing(workflows: Sequence[Workflow], table: ExecutionTable, t
         cpu_m, mem_m = (calibrate_margin(table, calib, predict, quantiles, cfg, calib_cap) if calib
                         else (cfg.cpu_margin, cfg.memory_margin))
         req = predicted_requests(table, episodes, predict, quantiles, cfg, cpu_m, mem_m, cap)
-        capped = ", capped at online max" if cap is not None else ""
-        label = f"right-sized: {name} p{round(cfg.quantile * 100)} (+{cpu_m:.0%} cpu, +{mem_m:.0%} mem{capped})"
+        label = f"right-sized: {name} p{round(cfg.quantile * 100)} +{cpu_m:.0%} cpu +{mem_m:.0%} mem"
         rows.append(replay(workflows, table, test_runs, req, cfg, label))
     ref = rows[1]
     for r in rows:

@@ -15,7 +15,7 @@ from .history_arrays import HistoryArrays, Query
 STEP_FEATURES = 9
 QUERY_FEATURES = 10
 NUM_TARGETS = 3  # runtime, cpu, memory
-_CLIP = 10.0
+_CLIP = 5.0  # size ratios beyond e^5 (~150x) are treated as e^5
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,9 @@ class TaskHistoryLSTM(nn.Module):
             nn.Linear(hidden_size + QUERY_FEATURES, hidden_size), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(hidden_size, NUM_TARGETS * num_quantiles),
         )
+        # Start from "the history's centre" (zero residual) so training only has to learn corrections.
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, steps: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         _, (h, _) = self.lstm(steps)
@@ -132,10 +135,10 @@ def monotone_quantiles(raw: torch.Tensor) -> torch.Tensor:
 def pinball_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, quantiles: torch.Tensor,
                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted mean quantile (pinball) loss, summed over targets. pred (B, T, Q), target (B, T),
-    mask (B, T) 0/1, quantiles (Q,), weight (B,) or None (all 1)."""
+    mask (B, T) 0/1, quantiles (Q,), weight (B,) or (B, T) or None (all 1)."""
     diff = target.unsqueeze(-1) - pred
     loss = torch.maximum(quantiles * diff, (quantiles - 1.0) * diff).mean(-1)
     if weight is not None:
-        mask = mask * weight.unsqueeze(-1)
+        mask = mask * (weight if weight.dim() == 2 else weight.unsqueeze(-1))
     per_target = (loss * mask).sum(0) / mask.sum(0).clamp(min=1e-6)
     return per_target.sum()

@@ -86,13 +86,15 @@ def encode_episodes(table: ExecutionTable, episodes: Sequence[Episode], max_hist
 
 
 def episode_weights(ts: TrainingSet, weighted: bool) -> np.ndarray:
-    """Weight of each episode in the loss: proportional to its category's typical runtime (clipped to 0.1-10x
-    the median) when `weighted`, so that training favours the long tasks that dominate WAPE; else all 1."""
-    if not weighted:
-        return np.ones(len(ts), dtype=np.float32)
-    scale = np.exp(ts.batch.centres[:, 0])
-    w = np.clip(scale / np.median(scale), 0.1, 10.0)
-    return (w / w.mean()).astype(np.float32)
+    """(B, 3) loss weights. With `weighted`, the runtime target of each episode is weighted by its category's
+    typical runtime (clipped to 0.1-10x the median), so training favours the long tasks that dominate WAPE;
+    cpu and memory keep weight 1."""
+    w = np.ones((len(ts), 3), dtype=np.float32)
+    if weighted:
+        scale = np.exp(ts.batch.centres[:, 0])
+        r = np.clip(scale / np.median(scale), 0.1, 10.0)
+        w[:, 0] = r / r.mean()
+    return w
 
 
 def _tensors(ts: TrainingSet, weighted: bool = False) -> tuple[torch.Tensor, ...]:
