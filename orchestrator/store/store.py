@@ -679,7 +679,7 @@ class Store:
             conn.execute(statement)
 
     def set_sink_cursor(self, sink: str, last_event_id: int) -> None:
-        """Set the sink's cursor, backwards too (to replay events)."""
+        """Set the sink's cursor, backwards too (to replay events); dispatchers read it when they start."""
         C = EventDeliveryRow.__table__
         statement = self._insert_fn()(C).values(sink=sink, last_event_id=last_event_id, updated_at=time.time())
         statement = statement.on_conflict_do_update(
