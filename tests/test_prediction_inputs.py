@@ -167,3 +167,23 @@ def test_bad_node_types_and_deadline(tmp_path, trace_dir):
     wf = load_workflow(trace_dir / "wfcommons/montage/montage-chameleon-2mass-005d-001.json.gz")
     with pytest.raises(PredictionError, match="deadline"):
         cheapest_cluster(wf, load_node_types(), deadline=-1)
+
+
+def test_store_adapter_writes_prediction_rows():
+    from orchestrator.prediction.predictor import Prediction, Quantiles
+    from orchestrator.prediction.store_adapter import record_predictions
+
+    class FakeStore:
+        rows: list = []
+
+        def record_predictions(self, rows):
+            self.rows.extend(rows)
+
+    q = (0.1, 0.5, 0.9)
+    p = Prediction("mAdd", Quantiles(q, (1.0, 2.0, 4.0)), Quantiles(q, (0.5, 0.9, 1.0)), None,
+                   {"runtime": "lstm"}, 3)
+    store = FakeStore()
+    assert record_predictions(store, "run-1", [("t1", p)], "v3") == 1
+    row = store.rows[0]
+    assert (row.predicted_runtime, row.runtime_lower, row.runtime_upper) == (2.0, 1.0, 4.0)
+    assert row.predicted_memory is None and row.model_version == "v3" and row.task_id == "t1"
