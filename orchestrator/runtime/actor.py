@@ -213,13 +213,13 @@ class Orchestrator:
     def _start_event_dispatcher(self):
         if not (self.config.redis_url or self.config.webhook_url):
             return None
-        from ..store.sinks import EventDispatcher, RedisStreamSink, WebhookSink
+        from ..store import EventDispatcher, RedisStreamSink, WebhookSink
 
         sinks = []
         if self.config.redis_url:
             sinks.append(RedisStreamSink(self.config.redis_url, stream=self.config.redis_stream))
         if self.config.webhook_url:
-            sinks.append(WebhookSink(self.config.webhook_url, self.config.webhook_secret or ""))
+            sinks.append(WebhookSink(self.config.webhook_url, self.config.webhook_secret))
         if not sinks:
             return None
         dispatcher = EventDispatcher(self.store, sinks)
@@ -273,17 +273,13 @@ class Orchestrator:
     def _flush(self) -> None:
         """Write every pending change (and its events) in one transaction, then the history rows."""
         changes = self.state.take_changes()
-        if changes:
-            self.store.apply(changes)
-            for ch in changes:
-                if getattr(ch, "task_id", None) is None and ch.status.terminal:
-                    self._on_run_finished(ch.run_id)
-        if self._executions:
-            rows, self._executions = self._executions, []
-            self.store.record_executions(rows)
-        if self._decision_rows:
-            rows, self._decision_rows = self._decision_rows, []
-            self.store.record_decisions(rows)
+        executions, self._executions = self._executions, []
+        decisions, self._decision_rows = self._decision_rows, []
+        if changes or executions or decisions:
+            self.store.apply(changes, executions, decisions)  # one transaction
+        for ch in changes:
+            if getattr(ch, "task_id", None) is None and ch.status.terminal:
+                self._on_run_finished(ch.run_id)
 
     def _on_run_finished(self, run_id: str) -> None:
         run = self.state.by_run.pop(run_id, None)

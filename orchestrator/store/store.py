@@ -223,18 +223,27 @@ class Store:
             self._append_events(conn, [event])
         return run_id
 
-    def apply(self, changes: Sequence[Change]) -> None:
+    def apply(self, changes: Sequence[Change], executions: Sequence[ExecutionRecord] = (),
+              decisions: Sequence[DecisionRecord] = ()) -> None:
         """Apply a batch of task and workflow status changes in one transaction, one outbox event each.
 
         Each move is checked against the transition table, from the status given as `expected` or else the
         stored one (or the one an earlier change in the same batch set). If any move is illegal or names an
         unknown task or run, nothing of the batch is applied: InvalidTransitionError or StoreError.
+        `executions` and `decisions` (history rows) are written in the same transaction.
         """
         if not changes:
+            self.record_executions(executions)
+            self.record_decisions(decisions)
             return
         now = time.time()
         try:
             with self._transaction("apply state changes") as conn:
+                if executions:
+                    conn.execute(sa.insert(X), _execution_params(executions))
+                if decisions:
+                    conn.execute(sa.insert(DecisionRow.__table__),
+                                 [_record_params(r, now, "created_at") for r in decisions])
                 # Lock order, the same in every batch so that concurrent batches cannot deadlock on
                 # PostgreSQL: workflow rows, then task rows (both sorted), then the outbox lock.
                 stored_workflows = self._lock_workflow_statuses(conn, changes)
@@ -423,12 +432,7 @@ class Store:
         """Record finished (or interrupted) task attempts; captured text keeps its last 64 KiB."""
         if not rows:
             return
-        params = [{
-            "run_id": r.run_id, "task_id": r.task_id, "attempt": r.attempt, "node": r.node, "status": r.status,
-            "started_at": r.started_at, "finished_at": r.finished_at, "exit_info": _clip(r.exit_info),
-            "error": _clip(r.error), "duration": r.duration, "cpu": r.cpu, "peak_memory": r.peak_memory,
-            "stdout": _clip(r.stdout), "stderr": _clip(r.stderr),
-        } for r in rows]
+        params = _execution_params(rows)
 
         def unknown_task() -> StoreError:
             return StoreError("Cannot record executions: some name a task that is not in the store "
@@ -831,6 +835,15 @@ def new_run_id(name: str) -> str:
     """A fresh run id: the workflow name as a slug, then 12 random hex digits."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._")[:48] or "run"
     return f"{slug}-{uuid.uuid4().hex[:12]}"
+
+
+def _execution_params(rows: Sequence[ExecutionRecord]) -> list[dict[str, Any]]:
+    return [{
+        "run_id": r.run_id, "task_id": r.task_id, "attempt": r.attempt, "node": r.node, "status": r.status,
+        "started_at": r.started_at, "finished_at": r.finished_at, "exit_info": _clip(r.exit_info),
+        "error": _clip(r.error), "duration": r.duration, "cpu": r.cpu, "peak_memory": r.peak_memory,
+        "stdout": _clip(r.stdout), "stderr": _clip(r.stderr),
+    } for r in rows]
 
 
 def _record_params(record: Any, now: float, time_field: str) -> dict[str, Any]:
