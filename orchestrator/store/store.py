@@ -108,6 +108,8 @@ _TASK_UPDATE_PG = (
     "WHERE t.run_id = v.run_id AND t.task_id = v.task_id AND t.status = v.from_status"
 )
 _EVENT_COLUMNS = ("run_id", "task_id", "type", "payload", "created_at")
+_DECISION_COLUMNS = ("run_id", "task_id", "policy", "node", "input", "output", "confidence", "latency_us",
+                     "model_version", "created_at")
 _TASK_INSERT_COLUMNS = ("run_id", "task_id", "position", "category", "status", "attempt", "priority",
                         "cpus", "memory", "gpus")
 _WORKFLOW_UPDATE = (
@@ -240,10 +242,15 @@ class Store:
         try:
             with self._transaction("apply state changes") as conn:
                 if executions:
-                    conn.execute(sa.insert(X), _execution_params(executions))
+                    params = _execution_params(executions)
+                    self._bulk_insert(conn, "task_executions", tuple(params[0]), [tuple(p.values()) for p in params])
                 if decisions:
-                    conn.execute(sa.insert(DecisionRow.__table__),
-                                 [_record_params(r, now, "created_at") for r in decisions])
+                    self._bulk_insert(conn, "decisions", _DECISION_COLUMNS, [
+                        (d.run_id, d.task_id, d.policy, d.node,
+                         None if d.input is None else json_dumps(d.input),
+                         None if d.output is None else json_dumps(d.output),
+                         d.confidence, d.latency_us, d.model_version,
+                         now if d.created_at is None else d.created_at) for d in decisions])
                 # Lock order, the same in every batch so that concurrent batches cannot deadlock on
                 # PostgreSQL: workflow rows, then task rows (both sorted), then the outbox lock.
                 stored_workflows = self._lock_workflow_statuses(conn, changes)
@@ -255,8 +262,12 @@ class Store:
                     if conn.execute(_WORKFLOW_UPDATE, workflow_params).rowcount != len(workflow_params):
                         raise _StaleBatch()
                 touched = sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
-                if touched:
-                    conn.execute(sa.update(W).where(W.c.run_id.in_(touched)).values(updated_at=now))
+                if touched and self.dialect == "postgresql":
+                    conn.exec_driver_sql("UPDATE workflows SET updated_at = %s WHERE run_id = ANY(%s)",
+                                         (now, touched))
+                elif touched:
+                    conn.exec_driver_sql(f"UPDATE workflows SET updated_at = ? WHERE run_id IN "
+                                         f"({','.join('?' * len(touched))})", (now, *touched))
                 self._append_events(conn, events)
         except _StaleBatch:
             raise self._explain_stale_batch(changes) from None
@@ -301,10 +312,15 @@ class Store:
         """Stored statuses of every run the batch touches (row-locked on PostgreSQL: one batch per run at a
         time); a run missing from the result does not exist."""
         run_ids = sorted({c.run_id for c in changes})
-        query = sa.select(W.c.run_id, W.c.status).where(W.c.run_id.in_(run_ids)).order_by(W.c.run_id)
+        # Driver-level SQL: this runs once per orchestrator iteration, where building a Core statement costs
+        # more than the query itself.
         if self.dialect == "postgresql":
-            query = query.with_for_update()
-        return {run_id: status for run_id, status in conn.execute(query)}
+            rows = conn.exec_driver_sql("SELECT run_id, status FROM workflows WHERE run_id = ANY(%s) "
+                                        "ORDER BY run_id FOR UPDATE", (run_ids,))
+        else:
+            rows = conn.exec_driver_sql(f"SELECT run_id, status FROM workflows WHERE run_id IN "
+                                        f"({','.join('?' * len(run_ids))}) ORDER BY run_id", tuple(run_ids))
+        return {run_id: status for run_id, status in rows}
 
     def _explain_stale_batch(self, changes: Sequence[Change]) -> Exception:
         """After a rolled-back batch whose guarded updates missed: name the first change that was wrong."""
