@@ -7,6 +7,7 @@ The `Simulation` object is itself the `SchedulingState` the policy reads. `run()
 
 from __future__ import annotations
 
+import gc
 import heapq
 import time
 
@@ -161,11 +162,15 @@ class Simulation:
         js.remaining_tasks -= 1
         pending = js.pending
         kids = js.kids
-        for k in range(js.kids_ptr[t], js.kids_ptr[t + 1]):
-            c = kids[k]
-            pending[c] -= 1
-            if pending[c] == 0:
-                self._make_ready(js, c)
+        lo, hi = js.kids_ptr[t], js.kids_ptr[t + 1]
+        if lo < hi:
+            make_ready = self._make_ready
+            for k in range(lo, hi):
+                c = kids[k]
+                left = pending[c] - 1
+                pending[c] = left
+                if left == 0:
+                    make_ready(js, c)
         if js.remaining_tasks == 0:
             js.finish = self.now
             self.finished[js.id] = self.jobs.pop(js.id)
@@ -233,21 +238,44 @@ class Simulation:
         everything that fits in that one call); then time moves to the next event.
         """
         wall = time.perf_counter()
+        # The run allocates many short-lived objects and no reference cycles: the cyclic collector would only
+        # rescan the job states again and again.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._run(wall)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _run(self, wall: float) -> SimResult:
         policy = self.policy
         queue = self.queue
         events = self._events
         free_cpus = self.nodes.free_cpus
         clock = time.perf_counter
+        finish, arrive, apply, schedule = self._finish, self._arrive, self.apply, policy.schedule
+        heappop = heapq.heappop
+        policy_seconds = 0.0
         while True:
             if queue._size and max(free_cpus) > EPS:
                 t0 = clock()
-                decisions = policy.schedule(self)
-                self.policy_seconds += clock() - t0
+                decisions = schedule(self)
+                policy_seconds += clock() - t0
                 if decisions:
-                    self.apply(decisions)
+                    apply(decisions)
             if not events:
                 break
-            self._skip_to_next_event()
+            # The next batch of simultaneous events (inlined `_skip_to_next_event`: the hot loop).
+            when = events[0][0]
+            self.now = when
+            while events and events[0][0] == when:
+                _, kind, _, a, b, c = heappop(events)
+                if kind == _FINISH:
+                    finish(a, b, c)
+                else:
+                    arrive(a)
+        self.policy_seconds += policy_seconds
         if len(queue):
             raise PolicyError(
                 f"Policy '{policy.name}' left {len(queue)} ready tasks waiting on an idle cluster"
