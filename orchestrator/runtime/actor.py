@@ -136,7 +136,10 @@ class Orchestrator:
 
     # ---- public API (actor methods) ------------------------------------------------------------------------
     def ping(self) -> dict:
+        import os
+
         return {"ok": self.loop_error is None, "error": self.loop_error, "data_dir": self.config.data_dir,
+                "pid": os.getpid(), "priority": getattr(self, "priority", None),
                 "db": self.store.url_masked if hasattr(self.store, "url_masked") else None,
                 "active_runs": len(self.state.jobs), "policy": self.config.default_policy}
 

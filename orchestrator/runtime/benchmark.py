@@ -81,14 +81,20 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
     from .actor import OrchestratorActor
 
     handle = OrchestratorActor.options(num_cpus=0).remote(config.model_dump())
-    ray.get(handle.ping.remote())
+    info = ray.get(handle.ping.remote())
+    import os
+
+    if os.environ.get("ORCHESTRATOR_PROFILE_ACTOR"):  # e.g. py-spy: record the actor while the benchmark runs
+        import subprocess
+
+        subprocess.Popen(os.environ["ORCHESTRATOR_PROFILE_ACTOR"].format(pid=info["pid"]), shell=True)
     _raw_ray(layered_dag(2 * slots, width=slots, task_seconds=task_seconds))  # warm the workers
     raw_times, orch_times, run_ids = [], [], []
     for _ in range(repeats):
         raw_times.append(_raw_ray(wf))
         start = time.perf_counter()
         run_id = ray.get(handle.submit.remote(wf.model_dump()))
-        final = wait_for(handle, [run_id], poll=0.005)[run_id]
+        final = wait_for(handle, [run_id], poll=0.02)[run_id]
         orch_times.append(time.perf_counter() - start)
         if final["status"] != "succeeded":
             raise RuntimeError(f"benchmark run {run_id} ended {final['status']}")

@@ -74,6 +74,8 @@ class RunState:
         self.analysis = analyse(dag, self.predicted)
         self.status = bytearray(dag.n)
         self.detail: list[TaskStatus] = [TaskStatus.PENDING] * dag.n
+        self.status_counts: dict[TaskStatus, int] = {s: 0 for s in TaskStatus}
+        self.status_counts[TaskStatus.PENDING] = dag.n
         self.remaining_work = float((self.predicted * dag.cpus).sum())
         self.remaining_tasks = dag.n  # not yet terminal
         self.pending = dag.in_degree.tolist()
@@ -90,10 +92,8 @@ class RunState:
         return [self.dag.ids[i] for i in indices]
 
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for s in self.detail:
-            out[s.value] = out.get(s.value, 0) + 1
-        return out
+        """Tasks per status, kept up to date by every move (cheap enough to poll)."""
+        return {s.value: n for s, n in self.status_counts.items() if n}
 
     def descendants(self, i: int) -> list[int]:
         seen, stack = set(), [i]
@@ -164,6 +164,8 @@ class RuntimeState:
         old = run.detail[i]
         task_transition(old, new)  # raises InvalidTransitionError on an illegal move
         run.detail[i] = new
+        run.status_counts[old] -= 1
+        run.status_counts[new] += 1
         run.status[i] = _CODE[new]
         if new.terminal:
             run.remaining_tasks -= 1
@@ -209,6 +211,8 @@ class RuntimeState:
             self._move_run(run, WorkflowStatus.RUNNING)
         for i, tid in enumerate(run.dag.ids):
             status, attempt, result_ref, next_at = stored[tid]
+            run.status_counts[run.detail[i]] -= 1
+            run.status_counts[status] += 1
             run.detail[i] = status
             run.status[i] = _CODE[status]
             run.attempts[i] = attempt

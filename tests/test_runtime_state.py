@@ -1,0 +1,152 @@
+"""The runtime's bookkeeping without Ray: every move is legal and recorded, counts stay consistent, retries back
+off, failures skip descendants, cancellation and resume restore a consistent state."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from orchestrator.errors import InvalidTransitionError
+from orchestrator.model import Workflow
+from orchestrator.runtime.state import RetryPolicy, RuntimeState
+from orchestrator.scheduling.interface import NodeView
+from orchestrator.states import TaskStatus, WorkflowStatus
+from orchestrator.store.records import TaskChange, WorkflowChange
+
+S = TaskStatus
+
+
+def _state(cpus=4.0, policy="srpt-cp"):
+    return RuntimeState(NodeView(["n0"], [cpus], [64e9], [0.0]), default_policy=policy,
+                        retry=RetryPolicy(base=1.0, cap=100.0, jitter=0.5))
+
+
+def _diamond(**kw):
+    return Workflow(name="d", tasks=[{"id": "a", **kw}, {"id": "b", "depends_on": ["a"]},
+                                     {"id": "c", "depends_on": ["a"]}, {"id": "d", "depends_on": ["b", "c"]}])
+
+
+def _check_counts(run):
+    counts = {}
+    for s in run.detail:
+        counts[s.value] = counts.get(s.value, 0) + 1
+    assert run.counts() == counts
+
+
+def test_success_path_records_every_move_in_order():
+    st = _state()
+    run = st.admit("r1", _diamond(), 0.0)
+    node_of = {}
+    t = 0.0
+    while run.wf_status == WorkflowStatus.RUNNING:
+        made = st.schedule(t)
+        for _, d in made:
+            node_of[d.task.task] = d.node
+        assert made, "nothing runnable while the run is unfinished"
+        for _, d in made:
+            t += 1
+            st.succeeded(run, d.task.task, node_of[d.task.task], None, t)
+            _check_counts(run)
+    assert run.wf_status == WorkflowStatus.SUCCEEDED
+    changes = st.take_changes()
+    per_task = {}
+    for c in changes:
+        if isinstance(c, TaskChange):
+            per_task.setdefault(c.task_id, []).append(c.status)
+    assert all(v == [S.READY, S.RUNNING, S.SUCCEEDED] for v in per_task.values())
+    assert [c.status for c in changes if isinstance(c, WorkflowChange)] == [WorkflowStatus.RUNNING,
+                                                                           WorkflowStatus.SUCCEEDED]
+    assert st.nodes.free_cpus == [4.0]  # everything released
+
+
+def test_retries_back_off_exponentially_then_fail_and_skip():
+    st = _state()
+    run = st.admit("r1", _diamond(retries=2, retry_delay=1.0), 0.0)
+    delays = []
+    now = 0.0
+    for attempt in (1, 2, 3):
+        made = st.schedule(now)
+        assert [d.task.task for _, d in made] == [0] and run.attempts[0] == attempt
+        outcome = st.failed(run, 0, made[0][1].node, "boom", now)
+        if attempt < 3:
+            assert outcome == "retrying" and run.detail[0] == S.RETRYING
+            due = run.next_attempt_at[0]
+            delays.append(due - now)
+            assert st.schedule(now) == []  # not before its backoff
+            now = due
+            assert st.promote_due_retries(now) == 1
+        else:
+            assert outcome == "failed"
+    assert 1.0 <= delays[0] <= 1.5 and 2.0 <= delays[1] <= 3.0  # base x 2^(n-1) x (1 + jitter)
+    assert [run.detail[i] for i in range(4)] == [S.FAILED, S.SKIPPED, S.SKIPPED, S.SKIPPED]
+    assert run.wf_status == WorkflowStatus.FAILED and st.nodes.free_cpus == [4.0]
+    _check_counts(run)
+
+
+def test_system_failures_do_not_use_up_retries():
+    st = _state()
+    run = st.admit("r1", _diamond(), 0.0)
+    made = st.schedule(0.0)
+    assert st.failed(run, 0, made[0][1].node, "node died", 0.0, system=True) == "retrying"
+    assert run.attempts[0] == 0 and run.next_attempt_at[0] == 0.0
+
+
+def test_cancel_moves_everything_and_late_results_are_ignored():
+    st = _state()
+    run = st.admit("r1", _diamond(), 0.0)
+    made = st.schedule(0.0)
+    running = st.cancel(run, 1.0)
+    assert running == [0]
+    assert set(run.detail) == {S.CANCELLED} and run.wf_status == WorkflowStatus.CANCELLED
+    st.succeeded(run, 0, made[0][1].node, None, 2.0)  # the worker finished anyway
+    assert run.detail[0] == S.CANCELLED and st.nodes.free_cpus == [4.0]
+
+
+def test_illegal_move_is_refused():
+    st = _state()
+    run = st.admit("r1", _diamond(), 0.0)
+    with pytest.raises(InvalidTransitionError, match="from 'pending' to 'succeeded'"):
+        st._move(run, 3, S.SUCCEEDED)
+
+
+def test_resume_requeues_running_and_keeps_finished():
+    st = _state()
+    wf = _diamond()
+    stored = {"a": (S.SUCCEEDED, 1, "result://r/a", None), "b": (S.RUNNING, 1, None, None),
+              "c": (S.PENDING, 0, None, None), "d": (S.PENDING, 0, None, None)}
+    run = st.admit("r1", wf, 0.0, stored=stored, stored_status=WorkflowStatus.RUNNING)
+    assert run.detail == [S.SUCCEEDED, S.READY, S.READY, S.PENDING]
+    changes = st.take_changes()
+    assert [(c.task_id, c.status) for c in changes] == [("b", S.READY), ("c", S.READY)]
+    assert {d.task.task for _, d in st.schedule(1.0)} == {1, 2}
+    _check_counts(run)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_outcomes_keep_counts_and_resources_consistent(seed):
+    rng = random.Random(seed)
+    st = _state(cpus=3.0)
+    tasks = [{"id": f"t{i}", "retries": rng.randint(0, 2), "retry_delay": 0.1,
+              "depends_on": [f"t{j}" for j in range(i) if rng.random() < 0.2]} for i in range(25)]
+    run = st.admit("r", Workflow(name="r", tasks=tasks), 0.0)
+    running: dict[int, int] = {}
+    now = 0.0
+    for _ in range(500):
+        now += 0.05
+        st.promote_due_retries(now)
+        for _, d in st.schedule(now):
+            running[d.task.task] = d.node
+        if not running:
+            if run.wf_status.terminal:
+                break
+            continue
+        i = rng.choice(sorted(running))
+        node = running.pop(i)
+        if rng.random() < 0.3:
+            st.failed(run, i, node, "x", now)
+        else:
+            st.succeeded(run, i, node, None, now)
+        _check_counts(run)
+        assert abs(st.nodes.free_cpus[0] - (3.0 - len(running))) < 1e-9
+    assert run.wf_status.terminal
