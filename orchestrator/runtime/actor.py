@@ -520,7 +520,10 @@ class Orchestrator:
         if refs:
             ready, _ = ray.wait(refs, num_returns=1, timeout=self.config.poll_s, fetch_local=False)
             if ready and len(refs) > 1:
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+                # A short gathering window when many tasks run: one write for several completions costs
+                # less than one write each (the write has a fixed cost per transaction).
+                window = self.config.batch_window_s if len(refs) >= 4 else 0
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=window, fetch_local=False)
         else:
             ready = []
             wait = self.config.poll_s * 5

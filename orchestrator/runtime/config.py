@@ -30,6 +30,7 @@ class RuntimeConfig(BaseModel):
     default_duration: float = 1.0  # predicted seconds for a task with no known duration
     node_refresh_s: float = 2.0
     poll_s: float = 0.02  # longest wait for a completion before the loop looks at timeouts and retries
+    batch_window_s: float = 0.001  # after a completion, how long to gather more before writing (>= 4 running)
     redis_url: str | None = Field(default_factory=lambda: os.environ.get("REDIS_URL"))
     redis_stream: str = "orchestrator:events"
     webhook_url: str | None = None
