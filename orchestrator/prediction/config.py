@@ -30,9 +30,9 @@ class TaskModelConfig(_Section):
     quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 256
-    episodes_per_group: int = 24  # training examples drawn per (run, category)
+    episodes_per_group: int = 64  # training examples drawn per (run, category)
     prior_run_probability: float = 0.5  # share of examples whose history also holds earlier runs
     validation_fraction: float = 0.15
     runtime_weighted_loss: bool = True  # weight the runtime loss by the category's runtime (as WAPE does)

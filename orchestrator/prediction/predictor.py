@@ -20,7 +20,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TaskModelConfig, load_config
 from .features import TARGETS, Execution, History, TaskFeatures
 from .history_arrays import HistoryArrays, Query
-from .task_model import TaskHistoryLSTM, encode
+from .task_model import FEATURE_VERSION, TaskHistoryLSTM, encode
 
 LSTM = "lstm"
 
@@ -130,10 +130,14 @@ class LSTMTaskPredictor:
     # ---- checkpoints -------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "config": self.cfg.model_dump(), "prior": self.prior.to_dict(),
-                "memory_trained": self.memory_trained}
+                "memory_trained": self.memory_trained, "feature_version": FEATURE_VERSION}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "LSTMTaskPredictor":
+        if state.get("feature_version") != FEATURE_VERSION:
+            raise PredictionError(
+                f"This predictor checkpoint was trained on task features version {state.get('feature_version')}, "
+                f"but this code computes version {FEATURE_VERSION}; retrain it with `orchestrator train predictor`")
         cfg = TaskModelConfig.model_validate(state["config"])
         model = TaskHistoryLSTM(cfg.hidden_size, cfg.num_layers, cfg.dropout, len(cfg.quantiles))
         model.load_state_dict(state["model"])

@@ -12,8 +12,9 @@ from torch import nn
 
 from .history_arrays import HistoryArrays, Query
 
+FEATURE_VERSION = 2  # bump when `encode` changes; checkpoints of another version refuse to load
 STEP_FEATURES = 9
-QUERY_FEATURES = 10
+QUERY_FEATURES = 14
 NUM_TARGETS = 3  # runtime, cpu, memory
 _CLIP = 5.0  # size ratios beyond e^5 (~150x) are treated as e^5
 
@@ -44,7 +45,7 @@ def encode(histories: Sequence[HistoryArrays], queries: Sequence[Query], max_his
     log memory - centre, memory known, same run, valid (0 on padding).
     Query features: history length, spread of log runtime, mean cpu, spread of log input, query log input and
     log output against the history's means, share of same-run steps, query input known, centre log runtime / 5,
-    any memory known.
+    any memory known, and the baselines' answers as offsets from the centre (see `_baseline_offsets`).
     """
     b, length = len(histories), max_history
     steps = np.zeros((b, length, STEP_FEATURES), dtype=np.float32)
@@ -85,12 +86,31 @@ def encode(histories: Sequence[HistoryArrays], queries: Sequence[Query], max_his
             float(np.isfinite(q.log_input)),
             c_rt / 5.0,
             float(mem_known.any()),
+            *_baseline_offsets(h, q, c_rt),
         )
     return EncodedBatch(steps, query, centres)
 
 
+def _baseline_offsets(h: HistoryArrays, q: Query, c_rt: float) -> tuple[float, float, float, float]:
+    """What the baselines would say, as log-runtime offsets from the centre: the arithmetic mean, the last
+    value, the mean of this run's siblings (0 if none), and the log-log regression on input size (0 when it
+    falls back), so the network can learn when to trust which."""
+    rt = h.log_runtime
+    mean = float(np.log(np.exp(rt).mean())) - c_rt
+    last = float(rt[-1]) - c_rt
+    own = h.same_run
+    sibling = float(rt[own].mean()) - c_rt if own.any() else 0.0
+    x = h.log_input
+    ok = np.isfinite(x)
+    reg = 0.0
+    if ok.sum() >= 3 and np.isfinite(q.log_input) and x[ok].std() > 0.05:
+        b, a = np.polyfit(x[ok], rt[ok], 1)
+        reg = float(np.clip(a + b * q.log_input, rt.min() - 1.0, rt.max() + 1.0)) - c_rt
+    return mean, last, sibling, reg
+
+
 class TaskHistoryLSTM(nn.Module):
-    """steps (B, L, 9) and query (B, 10) -> residual quantiles (B, 3, Q), non-decreasing along Q.
+    """steps (B, L, 9) and query (B, 14) -> residual quantiles (B, 3, Q), non-decreasing along Q.
 
     An LSTM reads the history oldest to newest; its last hidden state (B, H) joined with the query features
     goes through a two-layer MLP to 3 x Q numbers. The middle quantile is produced directly and the others

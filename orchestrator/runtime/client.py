@@ -29,7 +29,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: 
         ray.init(address=address, **kwargs)
         return False
     # Runtime env: the workers import workflow entrypoints from the current directory, as the driver does.
-    ray.init(num_cpus=num_cpus, include_dashboard=False,
+    # With --num-cpus, always a new local Ray of that size (never a `ray start` cluster found on this machine).
+    ray.init(address="local" if num_cpus else None, num_cpus=num_cpus, include_dashboard=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
                  [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}},
              **kwargs)
