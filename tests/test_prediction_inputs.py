@@ -187,3 +187,19 @@ def test_store_adapter_writes_prediction_rows():
     row = store.rows[0]
     assert (row.predicted_runtime, row.runtime_lower, row.runtime_upper) == (2.0, 1.0, 4.0)
     assert row.predicted_memory is None and row.model_version == "v3" and row.task_id == "t1"
+
+
+def test_checkpoint_from_other_feature_version_refuses_to_load(tmp_path):
+    from orchestrator.prediction.config import TaskModelConfig
+    from orchestrator.prediction.predictor import LSTMTaskPredictor
+    from orchestrator.prediction.task_model import TaskHistoryLSTM
+
+    cfg = TaskModelConfig(hidden_size=4)
+    lstm = LSTMTaskPredictor(TaskHistoryLSTM(4), cfg, _prior())
+    state = lstm.state()
+    state["feature_version"] = 1
+    with pytest.raises(PredictionError, match="retrain"):
+        LSTMTaskPredictor.from_state(state)
+    lstm.save(tmp_path, {})
+    loaded, meta = LSTMTaskPredictor.load(tmp_path)
+    assert meta["version"] == "v1" and loaded.cfg.hidden_size == 4

@@ -83,7 +83,8 @@ def test_online_error_falls_as_siblings_finish(table, trained, workflows):
                 history.observe(t)
             pred = np.array([predictor.predict(t, history, "montage").runtime.median for t in queries])
             errors.append(wape(truth, pred))
-        assert errors[2] < errors[1] < errors[0], (category, errors)
+        # no history (the family prior) -> one sibling -> half the siblings: better, then no worse
+        assert errors[1] < 0.5 * errors[0] and errors[2] <= errors[1] + 0.01, (category, errors)
 
 
 def test_quantile_bands_are_ordered_and_cover_about_80_percent(table, trained, cfg):

@@ -96,7 +96,9 @@ def main(args: Args) -> Path:
         results = tuner.fit()
         best = results.get_best_result(metric="loss", mode="min", scope="all")
         state = load_trial_state(best.get_best_checkpoint("loss", "min"))
-        trials = [{"config": r.config, "loss": r.metrics.get("loss") if r.metrics else None,
+        trials = [{"config": r.config,
+                   "best_loss": float(r.metrics_dataframe["loss"].min()) if r.metrics_dataframe is not None else None,
+                   "last_loss": r.metrics.get("loss") if r.metrics else None,
                    "epochs": r.metrics.get("training_iteration") if r.metrics else None} for r in results]
 
     # ---- checkpoint ---------------------------------------------------------------------------------------------
@@ -108,7 +110,7 @@ def main(args: Args) -> Path:
     directory = args.models_dir or cfg.models_path("predictor")
     path = predictor.save(directory, {
         "kind": "task-predictor",
-        "best_validation_loss": min(t["loss"] for t in trials if t["loss"] is not None),
+        "best_validation_loss": min(t["best_loss"] for t in trials if t["best_loss"] is not None),
         "best_config": {k: getattr(best_cfg, k) for k in search_space(tc)},
         "trials": trials,
         "data": {"traces": str(args.traces), "runs": len(table.runs), "executions": len(table),
