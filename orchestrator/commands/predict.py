@@ -60,7 +60,6 @@ def register(app: typer.Typer) -> None:
     ):
         """Train on the earlier runs (and per held-out family), score the LSTM beside category mean, last
         value and log-log regression, replay right-sized requests, and measure prediction latency."""
-        import numpy as np
         import torch
 
         from ..loaders import default_trace_dir, load_traces
@@ -130,7 +129,6 @@ def register(app: typer.Typer) -> None:
             paths.append(write_selection(cfg.models_path("predictor"), ev.selection,
                                          {t: r.get(f"{t}_accuracy") for t, r in best_rows.items()}))
         console.print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - start:.0f}s")
-        del np
 
     @evaluate.command("forecaster")
     def eval_forecaster(
