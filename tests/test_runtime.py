@@ -273,3 +273,21 @@ def test_events_reach_redis_streams_in_order(orch):
         assert json.loads(entries[-1][1][b"payload"])["status"] == "succeeded"
     finally:
         client.delete(stream)
+
+
+def test_structured_logs_carry_run_and_task_ids(orch, tmp_path):
+    h = orch()
+    final = _run(h, {"name": "logged", "tasks": [{"id": "bad", "entrypoint": f"{B}:fail", "args": ["nope"]}]})
+    assert final["status"] == "failed"
+    path = tmp_path / "state" / "logs" / "orchestrator.jsonl"
+    deadline = time.time() + 10
+    records = []
+    while time.time() < deadline:
+        records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        if any(r.get("task_id") == "bad" for r in records) and any(r["message"] == "workflow run failed"
+                                                                   for r in records):
+            break
+        time.sleep(0.2)
+    mine = [r for r in records if r.get("run_id") == final["run_id"]]
+    assert any(r.get("task_id") == "bad" and "RuntimeError: nope" in r["message"] for r in mine)
+    assert {r["message"] for r in mine} >= {"workflow run submitted", "workflow run failed"}

@@ -78,6 +78,25 @@ def _ref_names(value: Any) -> set[str]:
     return set()
 
 
+def _json_logs(data_dir: str) -> None:
+    """Structured logs: JSON lines carrying run and task ids, to stderr (Ray's worker log) and to
+    <data-dir>/logs/orchestrator.jsonl."""
+    from pathlib import Path
+
+    from ..store.logs import JsonFormatter, configure_json_logging
+
+    root = logging.getLogger("orchestrator")
+    if any(getattr(h, "_orchestrator_json", False) for h in root.handlers):
+        return
+    handler = configure_json_logging(logging.INFO, component="orchestrator-actor")
+    handler._orchestrator_json = True
+    path = Path(data_dir) / "logs"
+    path.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(path / "orchestrator.jsonl")
+    file_handler.setFormatter(JsonFormatter({"component": "orchestrator-actor"}))
+    root.addHandler(file_handler)
+
+
 def _normal_priority() -> str:
     """Ray starts workers (and so this actor) at niceness 15. The orchestrator is the control plane, like the
     raylet and the GCS: run every thread of this process at normal priority where allowed, so that its dispatch
@@ -100,6 +119,7 @@ class Orchestrator:
     def __init__(self, config: dict | RuntimeConfig | None = None):
         self.config = config if isinstance(config, RuntimeConfig) else RuntimeConfig(**(config or {}))
         cfg = self.config
+        _json_logs(cfg.data_dir)
         self.store = Store.open(cfg.db_url, data_dir=cfg.data_dir)
         self.lock = threading.RLock()
         self.metrics = RuntimeMetrics()
@@ -156,6 +176,7 @@ class Orchestrator:
         with self.lock:
             run_id = self.store.create_workflow(wf, name, run_id=run_id)  # nothing recorded if this fails
             self.state.admit(run_id, wf, time.time(), policy=name)
+            log.info("workflow run submitted", extra={"run_id": run_id, "tasks": len(wf.tasks), "policy": name})
             try:
                 self._flush()
             except Exception:  # noqa: BLE001 - recorded as pending; the loop re-reads the store and runs it
@@ -308,6 +329,7 @@ class Orchestrator:
         for i in range(run.dag.n):
             self._value_refs.pop((run_id, i), None)
         self.metrics.workflow_finished(run.wf_status.value, time.time() - run.arrival, run.policy_name)
+        log.info("workflow run %s", run.wf_status.value, extra={"run_id": run_id, "jct_s": time.time() - run.arrival})
 
     def _options(self, cpus: float, memory: float, gpus: float, custom: tuple, node: int):
         key = (cpus, memory, gpus, custom, node)
@@ -390,7 +412,8 @@ class Orchestrator:
             outcome = self.state.failed(run, i, att.node, f"system failure ({cause})", now, system=True)
             self._execution(att, "lost", now, error=cause)
             self.metrics.failed(1, "system")
-            log.warning("task %s/%s lost: %s -> %s", run.run_id, run.dag.ids[i], cause, outcome)
+            log.warning("task lost with its worker or node: %s -> %s", cause, outcome,
+                        extra={"run_id": run.run_id, "task_id": run.dag.ids[i], "attempt": att.attempt})
             return
         if report.ok:
             result_ref = None
@@ -411,8 +434,9 @@ class Orchestrator:
             outcome = self.state.failed(run, i, att.node, report.error or "failed", now, retryable=retryable)
             self._execution(att, "failed", now, report=report, error=report.error)
             self.metrics.failed(1, report.error_kind or "exception")
-            log.info("task %s/%s failed (%s): %s", run.run_id, run.dag.ids[i], outcome,
-                     (report.error or "").strip().splitlines()[-1:] or "")
+            last = (report.error or "").strip().splitlines()
+            log.info("task attempt failed (%s): %s", outcome, last[-1] if last else "",
+                     extra={"run_id": run.run_id, "task_id": run.dag.ids[i], "attempt": att.attempt})
 
     def _execution(self, att: _Attempt, status: str, now: float, report: AttemptReport | None = None,
                    error: str | None = None) -> None:
@@ -442,7 +466,8 @@ class Orchestrator:
             outcome = self.state.failed(att.run, att.index, att.node, msg, now)
             self._execution(att, "timeout", now, error=msg)
             self.metrics.failed(1, "timeout")
-            log.info("%s -> %s", msg, outcome)
+            log.info("%s -> %s", msg, outcome, extra={"run_id": att.run.run_id, "task_id": spec.id,
+                                                      "attempt": att.attempt})
 
     def _sample(self, now: float) -> None:
         if now - self._last_sample < self.config.sample_every_s:
