@@ -291,3 +291,28 @@ def test_structured_logs_carry_run_and_task_ids(orch, tmp_path):
     mine = [r for r in records if r.get("run_id") == final["run_id"]]
     assert any(r.get("task_id") == "bad" and "RuntimeError: nope" in r["message"] for r in mine)
     assert {r["message"] for r in mine} >= {"workflow run submitted", "workflow run failed"}
+
+
+def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch):
+    h = orch()
+    spec = {"name": "predicted", "tasks": [
+        {"id": f"s{i}", "category": "sleeper", "entrypoint": f"{B}:sleep", "args": [0.05 * (i + 1)],
+         "input_bytes": 1000 * (i + 1)} for i in range(6)]}
+    first = _run(h, spec)
+    second = _run(h, spec)  # the second run is predicted from the first one's history
+    assert first["status"] == second["status"] == "succeeded"
+    store = orch.store()
+    deadline = time.time() + 20
+    rows = []
+    while time.time() < deadline:
+        rows = store.predictions(run_id=second["run_id"], with_actuals=True)
+        if len(rows) == 6:
+            break
+        time.sleep(0.2)
+    assert len(rows) == 6, "every task without a duration gets a stored prediction with its actual"
+    for r in rows:
+        assert r.model_version.startswith("predictor/")
+        assert r.runtime_lower <= r.predicted_runtime <= r.runtime_upper
+        assert r.actual_runtime is not None and r.actual_runtime >= 0.05
+    # Predictions from a history of the same tasks are in the right range (seconds, not minutes).
+    assert all(r.predicted_runtime < 5.0 for r in rows)

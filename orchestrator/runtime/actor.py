@@ -149,6 +149,7 @@ class Orchestrator:
         self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "get_reports", "complete", "dispatch_and_write",
                                                            "schedule", "write", "submit", "iterations")}
         self._dispatcher = self._start_event_dispatcher()
+        self.predictions = self._start_predictions()
         self.resumed = self._resume_all()
         self._thread = threading.Thread(target=self._loop, name="orchestrator-loop", daemon=True)
         self._thread.start()
@@ -175,7 +176,9 @@ class Orchestrator:
         self._check_fits(wf)
         with self.lock:
             run_id = self.store.create_workflow(wf, name, run_id=run_id)  # nothing recorded if this fails
-            self.state.admit(run_id, wf, time.time(), policy=name)
+            run = self.state.admit(run_id, wf, time.time(), policy=name)
+            if self.predictions is not None:
+                self.predictions.admitted(run)
             log.info("workflow run submitted", extra={"run_id": run_id, "tasks": len(wf.tasks), "policy": name})
             try:
                 self._flush()
@@ -228,6 +231,8 @@ class Orchestrator:
         self._thread.join(timeout=5)
         if self._dispatcher is not None:
             self._dispatcher.stop()
+        if self.predictions is not None:
+            self.predictions.stop()
         self.store.close()
 
     # ---- internals -------------------------------------------------------------------------------------------
@@ -250,6 +255,17 @@ class Orchestrator:
                 raise OrchestratorError(
                     f"Task '{t.id}' requests custom resources {r.custom}: no node of the Ray cluster offers them "
                     "together with its cpus and memory")
+
+    def _start_predictions(self):
+        if not self.config.predict_tasks:
+            return None
+        from .prediction import TaskPredictions
+
+        try:
+            return TaskPredictions(self.store, self.lock, self.config.models_dir)
+        except Exception as exc:  # noqa: BLE001 - no trained model: run without predictions, say so
+            log.warning("task predictions off: %s", exc)
+            return None
 
     def _start_event_dispatcher(self):
         if not (self.config.redis_url or self.config.webhook_url):
@@ -428,6 +444,10 @@ class Orchestrator:
             self._value_refs[(run.run_id, i)] = att.value_ref
             self.state.succeeded(run, i, att.node, result_ref, now)
             self._execution(att, "succeeded", now, report=report)
+            if self.predictions is not None:
+                self.predictions.finished(run, i, report.duration,
+                                          report.cpu_seconds / report.duration if report.duration > 0 else None,
+                                          report.peak_memory or None)
             self.metrics.finished(1, report.duration)
         else:
             retryable = report.error_kind not in ("import",)

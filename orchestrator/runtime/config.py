@@ -36,4 +36,6 @@ class RuntimeConfig(BaseModel):
     webhook_url: str | None = None
     webhook_secret: str | None = None
     record_decisions: bool = True
+    predict_tasks: bool = True  # predict tasks that have no expected duration (needs a trained predictor)
+    models_dir: str | None = None  # default: models/predictor of the project
     sample_every_s: float = 5.0  # system-state samples (cluster demand history for the forecaster)

@@ -1,0 +1,94 @@
+"""Task predictions inside the runtime: tasks that come without an expected duration are predicted (runtime, cpu,
+memory quantiles) when their run is admitted; the median runtime becomes what the scheduling policy is told;
+every prediction is stored in `resource_predictions`, and the actual use is filled in when the task finishes,
+so that accuracy is tracked over time. Finished tasks feed the predictor's history (online learning).
+
+Runs in a background thread of the orchestrator actor: predictions are advisory and never hold up dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+log = logging.getLogger("orchestrator.runtime.prediction")
+
+
+class TaskPredictions:
+    def __init__(self, store, lock: threading.RLock, models_dir: str | None = None):
+        from ..prediction import History, Predictor
+
+        self.store = store
+        self.lock = lock
+        self.predictor = Predictor.load(models_dir=models_dir)  # raises PredictionError without a checkpoint
+        self.version = f"predictor/{self.predictor.version}"
+        self.history = History()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="orchestrator-predictions", daemon=True)
+        self._thread.start()
+        self.errors = 0
+
+    # Called by the actor under its lock: cheap, only enqueues.
+    def admitted(self, run) -> None:
+        unknown = [i for i, t in enumerate(run.specs) if t.duration is None]
+        if unknown:
+            self._queue.put(("admit", run, unknown))
+
+    def finished(self, run, i: int, duration: float, cpu: float | None, peak_memory: int | None) -> None:
+        self._queue.put(("done", run, (i, duration, cpu, peak_memory)))
+
+    def stop(self) -> None:
+        self._queue.put(("stop", None, None))
+        self._thread.join(timeout=5)
+
+    def _work(self) -> None:
+        while True:
+            kind, run, data = self._queue.get()
+            if kind == "stop":
+                return
+            try:
+                if kind == "admit":
+                    self._predict(run, data)
+                else:
+                    self._observe(run, *data)
+            except Exception:  # noqa: BLE001 - advisory: log, count, carry on
+                self.errors += 1
+                log.exception("task prediction failed", extra={"run_id": run.run_id})
+
+    def _predict(self, run, indices: list[int]) -> None:
+        from ..prediction.store_adapter import record_predictions
+
+        family = run.workflow.family
+        pairs: list[tuple[str, Any]] = []
+        medians: dict[int, float] = {}
+        for i in indices:
+            spec = run.specs[i]
+            try:
+                p = self.predictor.predict(spec, self.history, family)
+            except Exception as exc:  # noqa: BLE001 - e.g. a category never seen and no prior
+                log.info("no prediction for %s: %s", spec.id, exc, extra={"run_id": run.run_id, "task_id": spec.id})
+                continue
+            pairs.append((spec.id, p))
+            medians[i] = max(float(p.runtime.median), 0.0)
+        if pairs:
+            record_predictions(self.store, run.run_id, pairs, self.version)
+        if medians:
+            with self.lock:  # the policy sees the predicted durations from now on
+                for i, m in medians.items():
+                    run.predicted[i] = m
+                from ..dag import analyse
+
+                run.analysis = analyse(run.dag, run.predicted)
+
+    def _observe(self, run, i: int, duration: float, cpu: float | None, peak_memory: int | None) -> None:
+        from ..prediction import Execution
+        from ..store.records import PredictionActual
+
+        spec = run.specs[i]
+        self.history.add(Execution(spec.category, duration, cpu, float(peak_memory) if peak_memory else None,
+                                   spec.input_bytes, spec.output_bytes, same_run=True))
+        if spec.duration is None:
+            self.store.update_prediction_actuals([PredictionActual(
+                run.run_id, spec.id, duration, cpu, float(peak_memory) if peak_memory else None)])
