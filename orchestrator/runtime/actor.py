@@ -8,6 +8,7 @@ policy - not Ray's own queue - decides what runs next and where. Every state cha
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import traceback
@@ -141,7 +142,7 @@ class Orchestrator:
         self._executions: list[ExecutionRecord] = []
         self._decision_rows: list[DecisionRecord] = []
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._done: queue.SimpleQueue = queue.SimpleQueue()  # (report ref, future) of finished attempts; None wakes
         self._last_nodes = time.monotonic()
         self._last_sample = 0.0
         self.loop_error: str | None = None
@@ -185,7 +186,7 @@ class Orchestrator:
             except Exception:  # noqa: BLE001 - recorded as pending; the loop re-reads the store and runs it
                 self._needs_resync = True
                 log.exception("could not record the start of %s; will re-read the store", run_id)
-        self._wake.set()
+        self._done.put(None)
         return run_id
 
     def cancel(self, run_id: str) -> bool:
@@ -199,7 +200,7 @@ class Orchestrator:
                 att = self._by_task.get((run_id, i))
                 if att is not None:
                     ray.cancel(att.value_ref, force=True)
-        self._wake.set()
+        self._done.put(None)
         return True
 
     def resume(self, run_id: str | None = None) -> list[str]:
@@ -227,7 +228,7 @@ class Orchestrator:
 
     def shutdown(self) -> None:
         self._stop.set()
-        self._wake.set()
+        self._done.put(None)
         self._thread.join(timeout=5)
         if self._dispatcher is not None:
             self._dispatcher.stop()
@@ -408,6 +409,7 @@ class Orchestrator:
             att = _Attempt(run, i, run.attempts[i], d.node, value_ref, report_ref, now, deadline)
             self.running[report_ref] = att
             self._by_task[(run.run_id, i)] = att
+            report_ref.future().add_done_callback(lambda f, r=report_ref: self._done.put((r, f)))
         self.timing["submit"] += time.perf_counter() - t2
         self.metrics.started(len(decisions))
 
@@ -561,30 +563,41 @@ class Orchestrator:
     def _iteration(self) -> None:
         timing = self.timing
         t0 = time.perf_counter()
-        refs = list(self.running)
-        if refs:
-            ready, _ = ray.wait(refs, num_returns=1, timeout=self.config.poll_s, fetch_local=False)
-            if ready and len(refs) > 1:
-                # A short gathering window when many tasks run: one write for several completions costs
-                # less than one write each (the write has a fixed cost per transaction).
-                window = self.config.batch_window_s if len(refs) >= 4 else 0
-                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=window, fetch_local=False)
+        # Completions arrive as callbacks of the report futures (no polling): block until the first one, a
+        # retry falls due, a timeout must be checked, or something is submitted or cancelled (a None).
+        if self.running:
+            wait = self.config.poll_s
         else:
-            ready = []
             wait = self.config.poll_s * 5
             nxt = self.state.next_retry_time()
             if nxt is not None:
                 wait = max(0.0, min(wait, nxt - time.time()))
-            self._wake.wait(wait)
-            self._wake.clear()
+        items = []
+        try:
+            items.append(self._done.get(timeout=wait))
+        except queue.Empty:
+            pass
+        if items and len(self.running) >= 4 and self.config.batch_window_s > 0:
+            # A short gathering window when many tasks run: one write for several completions costs less
+            # than one write each (the write has a fixed cost per transaction).
+            time.sleep(self.config.batch_window_s)
+        while True:
+            try:
+                items.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        ready, reports = [], []
+        for item in items:
+            if item is None:
+                continue
+            ref, future = item
+            ready.append(ref)
+            try:
+                reports.append(future.result(timeout=0))
+            except Exception:  # noqa: BLE001 - lost or cancelled: `_complete` fetches it and names the cause
+                reports.append(None)
         t1 = time.perf_counter()
         timing["wait"] += t1 - t0
-        reports: list = [None] * len(ready)
-        if ready:
-            try:
-                reports = ray.get(ready)  # one round trip for all finished attempts
-            except Exception:  # noqa: BLE001 - one of them failed at the system level: fetch one by one
-                reports = [None] * len(ready)
         t2 = time.perf_counter()
         timing["get_reports"] += t2 - t1
         with self.lock:
