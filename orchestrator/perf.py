@@ -10,7 +10,10 @@ from .dag import analyse, dag_arrays
 from .model import Workflow
 
 
-def random_layered_workflow(num_tasks: int, width: int = 100, fan_in: int = 3, seed: int = 0) -> Workflow:
+def random_layered_workflow(num_tasks: int, width: int = 100, fan_in: int = 3, seed: int = 0,
+                            duration: float | None = None, **task_fields) -> Workflow:
+    """`width` tasks per level, each depending on `fan_in` random tasks of the level before (file order is
+    topological). Durations uniform in [1, 100) s unless `duration` is given; `task_fields` go on every task."""
     rng = random.Random(seed)
     tasks = []
     for i in range(num_tasks):
@@ -18,8 +21,9 @@ def random_layered_workflow(num_tasks: int, width: int = 100, fan_in: int = 3, s
         deps = []
         if level:
             lo, hi = (level - 1) * width, level * width
-            deps = rng.sample(range(lo, hi), min(fan_in, hi - lo))
-        tasks.append({"id": f"t{i}", "depends_on": [f"t{d}" for d in deps], "duration": rng.uniform(1, 100)})
+            deps = sorted(rng.sample(range(lo, hi), min(fan_in, hi - lo)))
+        tasks.append({"id": f"t{i}", "depends_on": [f"t{d}" for d in deps],
+                      "duration": duration if duration is not None else rng.uniform(1, 100), **task_fields})
     return Workflow(name=f"layered-{num_tasks}", tasks=tasks)
 
 

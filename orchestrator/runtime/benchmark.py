@@ -3,7 +3,6 @@ with many ready tasks, and a real trace replayed on Ray against the simulator's 
 
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -17,19 +16,12 @@ from ..scheduling.interface import NodeView
 
 def layered_dag(num_tasks: int = 1000, width: int = 50, task_seconds: float = 0.01, fan_in: int = 2,
                 seed: int = 0) -> Workflow:
-    """A layered random DAG: `width` tasks per level, each depending on up to `fan_in` tasks of the level before."""
-    rng = random.Random(seed)
-    tasks = []
-    for i in range(num_tasks):
-        level = i // width
-        deps = []
-        if level:
-            prev = range((level - 1) * width, min(level * width, num_tasks))
-            deps = sorted(rng.sample(list(prev), min(fan_in, len(prev))))
-        tasks.append({"id": f"t{i}", "entrypoint": "orchestrator.runtime.builtins:sleep", "args": [task_seconds],
-                      "depends_on": [f"t{d}" for d in deps], "duration": task_seconds,
-                      "resources": {"cpus": 1}})
-    return Workflow(name=f"layered-{num_tasks}", tasks=tasks)
+    """A layered random DAG of tasks that each sleep `task_seconds` (see `random_layered_workflow`)."""
+    from ..perf import random_layered_workflow
+
+    return random_layered_workflow(num_tasks, width, fan_in, seed, duration=task_seconds,
+                                   entrypoint="orchestrator.runtime.builtins:sleep", args=[task_seconds],
+                                   resources={"cpus": 1})
 
 
 @dataclass
