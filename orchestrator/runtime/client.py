@@ -53,8 +53,19 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
     from .actor import OrchestratorActor
 
     try:
-        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+        handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
     except ValueError:
+        handle = None
+    if handle is not None:
+        if config is not None:
+            info = ray.get(handle.ping.remote())
+            if (config.db_url or None) is None and info["data_dir"] != config.data_dir:
+                raise OrchestratorError(
+                    f"The orchestrator running on this Ray cluster keeps its state in {info['data_dir']}, not in "
+                    f"{config.data_dir}; use --data-dir {info['data_dir']} (or stop it: ray.kill on the actor "
+                    f"'{ACTOR_NAME}' in namespace '{NAMESPACE}')")
+        return handle
+    if handle is None:
         if not create:
             raise OrchestratorError("No orchestrator is running on this Ray cluster (start one with "
                                     "`orchestrator run` or `orchestrator resume`)") from None
