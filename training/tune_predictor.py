@@ -26,7 +26,7 @@ from orchestrator.prediction.task_training import (
     split_validation_runs,
     train_task_model,
 )
-from orchestrator.prediction.tuning import load_trial_state, ray_session, report_epoch, search_space, storage_path
+from orchestrator.prediction.tuning import asha_search, report_epoch, search_space
 
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -75,31 +75,7 @@ def main(args: Args) -> Path:
 
         train_task_model(train_set, val_set, trial_cfg, report)
 
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    with ray_session(args.address):
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(trial, train_set=train_set, val_set=val_set),
-                                {"cpu": tc.cpus_per_trial}),
-            param_space=search_space(tc),
-            tune_config=tune.TuneConfig(
-                metric="loss", mode="min", num_samples=tc.num_samples, max_concurrent_trials=tc.max_concurrent,
-                scheduler=ASHAScheduler(max_t=tc.max_epochs, grace_period=min(tc.grace_period, tc.max_epochs),
-                                        reduction_factor=tc.reduction_factor),
-            ),
-            run_config=tune.RunConfig(name="predictor", storage_path=storage_path(), verbose=0,
-                                      checkpoint_config=tune.CheckpointConfig(
-                                          num_to_keep=1, checkpoint_score_attribute="loss",
-                                          checkpoint_score_order="min")),
-        )
-        results = tuner.fit()
-        best = results.get_best_result(metric="loss", mode="min", scope="all")
-        state = load_trial_state(best.get_best_checkpoint("loss", "min"))
-        trials = [{"config": r.config,
-                   "best_loss": float(r.metrics_dataframe["loss"].min()) if r.metrics_dataframe is not None else None,
-                   "last_loss": r.metrics.get("loss") if r.metrics else None,
-                   "epochs": r.metrics.get("training_iteration") if r.metrics else None} for r in results]
+    state, trials = asha_search(trial, "predictor", tc, args.address, train_set=train_set, val_set=val_set)
 
     # ---- checkpoint ---------------------------------------------------------------------------------------------
     best_cfg = tm.model_copy(update=state["config"])

@@ -59,10 +59,7 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(None, "--timeout", help="Give up waiting after this many seconds"),
     ):
         """Run workflows on Ray with a live progress bar; exit 1 if any fails."""
-        import ray
-
         from ..loaders import load_workflow
-        from ..runtime.client import check_store, connect_ray, get_orchestrator, wait_for
 
         workflows = [load_workflow(p) for p in paths]  # every file validated before anything starts
         if time_scale is not None and time_scale <= 0:
@@ -85,7 +82,7 @@ def register(app: typer.Typer) -> None:
         etl = load_workflow(root / "examples" / "etl.yaml")
         trace = load_workflow(default_trace_dir() / "wfcommons/montage/montage-chameleon-2mass-01d-001.json.gz")
         config = _config(data_dir, None)
-        console.print(f"[bold]1.[/] the example ETL workflow (Python and shell tasks, results passed between them)")
+        console.print("[bold]1.[/] the example ETL workflow (Python and shell tasks, results passed between them)")
         final = _submit_and_follow([etl], config, None, num_cpus, None, None, False, 300)
         console.print(f"[bold]2.[/] a real Montage run ({len(trace.tasks)} tasks) replayed at 1/50 of its recorded "
                       "task runtimes")

@@ -95,3 +95,34 @@ def load_training_script(name: str):
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def asha_search(trial, name: str, cfg: TuneConfig, address: str | None, **data: Any) -> tuple[dict[str, Any],
+                                                                                              list[dict[str, Any]]]:
+    """Run `trial(config, **data)` over the search space with ASHA; return the best checkpoint's state and a
+    summary of every trial (config, best and last loss, epochs)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    with ray_session(address):
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(trial, **data), {"cpu": cfg.cpus_per_trial}),
+            param_space=search_space(cfg),
+            tune_config=tune.TuneConfig(
+                metric="loss", mode="min", num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent,
+                scheduler=ASHAScheduler(max_t=cfg.max_epochs, grace_period=min(cfg.grace_period, cfg.max_epochs),
+                                        reduction_factor=cfg.reduction_factor),
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path(), verbose=0,
+                                      checkpoint_config=tune.CheckpointConfig(
+                                          num_to_keep=1, checkpoint_score_attribute="loss",
+                                          checkpoint_score_order="min")),
+        )
+        results = tuner.fit()
+        best = results.get_best_result(metric="loss", mode="min", scope="all")
+        state = load_trial_state(best.get_best_checkpoint("loss", "min"))
+        trials = [{"config": r.config,
+                   "best_loss": float(r.metrics_dataframe["loss"].min()) if r.metrics_dataframe is not None else None,
+                   "last_loss": r.metrics.get("loss") if r.metrics else None,
+                   "epochs": r.metrics.get("training_iteration") if r.metrics else None} for r in results]
+    return state, trials

@@ -22,7 +22,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from ..errors import OrchestratorError
 from ..model import Workflow
 from ..scheduling.interface import NodeView
-from ..states import TaskStatus, WorkflowStatus
+from ..states import TaskStatus
 from ..store import Store
 from ..store.records import DecisionRecord, ExecutionRecord, SystemSample
 from .config import RuntimeConfig

@@ -62,9 +62,8 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
     Ray instance; report the best of `repeats` for each (both warm)."""
     import ray
 
-    from .actor import Orchestrator
-    from .config import RuntimeConfig
     from .client import wait_for
+    from .config import RuntimeConfig
 
     wf = layered_dag(num_tasks, task_seconds=task_seconds, seed=seed)
     data_dir = data_dir or tempfile.mkdtemp(prefix="orch-bench-")
