@@ -92,7 +92,7 @@ class JobView(Protocol):
     dag: DagArrays
     predicted: np.ndarray  # predicted duration per task
     analysis: DagAnalysis  # computed on predicted durations
-    status: np.ndarray  # int8 per task, see TASK_* codes
+    status: bytearray  # one TASK_* code per task; np.frombuffer(status, np.int8) gives an array view
     remaining_work: float  # predicted cpu-seconds of tasks not finished
     remaining_tasks: int
 
