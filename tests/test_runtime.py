@@ -293,7 +293,7 @@ def test_structured_logs_carry_run_and_task_ids(orch, tmp_path):
     assert {r["message"] for r in mine} >= {"workflow run submitted", "workflow run failed"}
 
 
-def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch):
+def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch, tmp_path):
     h = orch()
     spec = {"name": "predicted", "tasks": [
         {"id": f"s{i}", "category": "sleeper", "entrypoint": f"{B}:sleep", "args": [0.05 * (i + 1)],
@@ -316,3 +316,14 @@ def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch):
         assert r.actual_runtime is not None and r.actual_runtime >= 0.05
     # Predictions from a history of the same tasks are in the right range (seconds, not minutes).
     assert all(r.predicted_runtime < 5.0 for r in rows)
+    # A new orchestrator on the same store starts with that history (12 successful attempts).
+    orch()
+    log_path = tmp_path / "state" / "logs" / "orchestrator.jsonl"
+    deadline = time.time() + 15
+    seeded = []
+    while time.time() < deadline and not seeded:
+        seeded = [json.loads(x)["message"] for x in log_path.read_text().splitlines()
+                  if "history seeded" in x]
+        seeded = [m for m in seeded if not m.endswith(" 0 executions")]
+        time.sleep(0.2)
+    assert seeded == ["prediction history seeded with 12 executions"]

@@ -323,7 +323,10 @@ class Orchestrator:
             wf = self.store.load_spec(run_id)
             stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at)
                       for t in self.store.get_tasks(run_id)}
-            self.state.admit(run_id, wf, time.time(), policy=rec.policy, stored=stored, stored_status=rec.status)
+            run = self.state.admit(run_id, wf, time.time(), policy=rec.policy, stored=stored,
+                                   stored_status=rec.status)
+            if getattr(self, "predictions", None) is not None:
+                self.predictions.admitted(run)
             resumed.append(run_id)
         self._flush()
         return resumed

@@ -26,6 +26,7 @@ class TaskPredictions:
         self.version = f"predictor/{self.predictor.version}"
         self.history = History()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue.put(("seed", None, None))  # first, learn from the runs already in the store
         self._thread = threading.Thread(target=self._work, name="orchestrator-predictions", daemon=True)
         self._thread.start()
         self.errors = 0
@@ -49,13 +50,32 @@ class TaskPredictions:
             if kind == "stop":
                 return
             try:
-                if kind == "admit":
+                if kind == "seed":
+                    self._seed()
+                elif kind == "admit":
                     self._predict(run, data)
                 else:
                     self._observe(run, *data)
             except Exception:  # noqa: BLE001 - advisory: log, count, carry on
                 self.errors += 1
-                log.exception("task prediction failed", extra={"run_id": run.run_id})
+                log.exception("task prediction failed", extra={"run_id": getattr(run, "run_id", None)})
+
+    def _seed(self, runs: int = 20) -> None:
+        """The history starts with the successful attempts of the most recent runs in the store."""
+        from ..prediction import Execution
+
+        seeded = 0
+        for rec in reversed(self.store.list_workflows(limit=runs)):  # oldest first
+            specs = {t.id: t for t in self.store.load_spec(rec.run_id).tasks}
+            for e in self.store.executions(rec.run_id):
+                spec = specs.get(e.task_id)
+                if e.status != "succeeded" or spec is None or e.duration is None:
+                    continue
+                self.history.add(Execution(spec.category, e.duration, e.cpu,
+                                           float(e.peak_memory) if e.peak_memory else None,
+                                           spec.input_bytes, spec.output_bytes, same_run=False))
+                seeded += 1
+        log.info("prediction history seeded with %d executions", seeded)
 
     def _predict(self, run, indices: list[int]) -> None:
         from ..prediction.store_adapter import record_predictions
