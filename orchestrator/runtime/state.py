@@ -284,8 +284,8 @@ class RuntimeState:
         for name, view in self.views.items():
             if not len(view.queue):
                 continue
-            for decision in self.policies[name].schedule(view):
-                t = decision.task
+            for t, node in self.policies[name].schedule(view):
+                decision = Decision(t, node)
                 run = self.jobs.get(t.job)
                 if run is None or run.detail[t.task] != TaskStatus.READY or run.ready_tasks.get(t.task) is not t:
                     raise ValueError(f"policy '{name}' chose a task that is not ready: {t!r}")

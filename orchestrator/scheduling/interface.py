@@ -44,7 +44,8 @@ class ReadyTask:
 
 
 class Decision(NamedTuple):
-    """Start `task` on node index `node`."""
+    """Start `task` on node index `node`. Engines unpack decisions as `(task, node)` pairs, so a policy may
+    return plain pairs (the default list scheduler does, in its hot loop)."""
 
     task: ReadyTask
     node: int
@@ -178,7 +179,7 @@ class SchedulingPolicy(ABC):
             free_c[node] -= task.cpus
             free_m[node] -= task.memory
             free_g[node] -= task.gpus
-            decisions.append(Decision(task, node))
+            decisions.append((task, node))  # a Decision's fields, without the named-tuple construction cost
             limit = max(free_c) + EPS
             if limit < 2 * EPS:
                 break  # no cpu left anywhere (a zero-cpu task waits for the next round)
