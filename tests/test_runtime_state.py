@@ -150,3 +150,64 @@ def test_random_outcomes_keep_counts_and_resources_consistent(seed):
         _check_counts(run)
         assert abs(st.nodes.free_cpus[0] - (3.0 - len(running))) < 1e-9
     assert run.wf_status.terminal
+
+
+def _fan(n, duration, **kw):
+    return Workflow(name="fan", tasks=[{"id": f"t{i}", "duration": duration, **kw} for i in range(n)])
+
+
+def test_dispatch_ahead_commits_short_tasks_in_policy_order_and_promotes_them_as_slots_free():
+    st = RuntimeState(NodeView(["n0"], [2.0], [64e9], [0.0]), default_policy="fifo", ahead=1.0, ahead_max_s=0.5)
+    run = st.admit("r", _fan(7, 0.1), 0.0)
+    made = st.schedule(1.0)
+    order = [d.task.task for _, d in made]
+    assert order == [0, 1, 2, 3]  # two take the free slots, two wait ahead (1.0 x 2 cpus), in FIFO order
+    assert run.ahead == {2, 3} and st.num_ahead() == 2
+    assert st.nodes.free_cpus == [0.0]  # the ahead ones hold no slot yet
+    assert st.schedule(1.5) == []  # the allowance is used up
+    st.succeeded(run, 0, 0, None, 2.0)
+    assert st.take_promoted() == [(run, 2)] and run.ahead == {3} and st.nodes.free_cpus == [0.0]
+    # Dispatch refills the allowance with the next task in order.
+    assert [d.task.task for _, d in st.schedule(2.0)] == [4]
+    assert run.ahead == {3, 4}
+    # A task cancelled or lost while it waits ahead gives back its allowance, never a slot it did not hold.
+    st.failed(run, 3, 0, "lost", 2.5, system=True)
+    assert run.ahead == {4} and st.nodes.free_cpus == [0.0] and st.num_ahead() == 1
+    for i in (1, 2):
+        st.succeeded(run, i, 0, None, 3.0)
+    assert [i for _, i in st.take_promoted()] == [4]
+    assert st.nodes.free_cpus == [1.0] and st.num_ahead() == 0
+
+
+def test_dispatch_ahead_leaves_long_tasks_for_free_slots_only():
+    st = RuntimeState(NodeView(["n0"], [2.0], [64e9], [0.0]), default_policy="fifo", ahead=2.0, ahead_max_s=0.5)
+    st.admit("r", _fan(6, 5.0), 0.0)
+    assert len(st.schedule(1.0)) == 2 and st.num_ahead() == 0
+    off = RuntimeState(NodeView(["n0"], [2.0], [64e9], [0.0]), default_policy="fifo", ahead=0.0)
+    off.admit("r", _fan(6, 0.01), 0.0)
+    assert len(off.schedule(1.0)) == 2 and off.num_ahead() == 0
+
+
+def test_dispatch_ahead_keeps_accounting_consistent_under_random_outcomes():
+    rng = random.Random(7)
+    st = RuntimeState(NodeView(["n0", "n1"], [3.0, 2.0], [64e9, 64e9], [0.0, 0.0]), default_policy="srpt-cp",
+                      ahead=1.5, ahead_max_s=1.0, retry=RetryPolicy(base=0.0, cap=0.0, jitter=0.0))
+    runs = [st.admit(f"r{k}", _fan(12, rng.choice([0.1, 2.0]), retries=1), 0.0) for k in range(3)]
+    running: list = []
+    t = 0.0
+    while any(r.wf_status == WorkflowStatus.RUNNING for r in runs):
+        t += 1.0
+        st.promote_due_retries(t)
+        running += [(run, d.task.task, d.node) for run, d in st.schedule(t)]
+        for node in (0, 1):
+            held = sum(1 for run, i, n in running if n == node and i not in run.ahead)
+            waiting = sum(1 for run, i, n in running if n == node and i in run.ahead)
+            assert held <= st.nodes.cap_cpus[node] and waiting <= 1.5 * st.nodes.cap_cpus[node] + 1e-9
+            assert abs(st.nodes.free_cpus[node] - (st.nodes.cap_cpus[node] - held)) < 1e-9
+        assert running, "nothing running while runs are unfinished"
+        run, i, node = running.pop(rng.randrange(len(running)))
+        if rng.random() < 0.2:
+            st.failed(run, i, node, "boom", t)
+        else:
+            st.succeeded(run, i, node, None, t)
+    assert st.nodes.free_cpus == [3.0, 2.0] and st.num_ahead() == 0

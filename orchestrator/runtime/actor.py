@@ -26,7 +26,7 @@ from ..states import TaskStatus
 from ..store import Store
 from ..store.records import DecisionRecord, ExecutionRecord, SystemSample
 from .config import RuntimeConfig
-from .executor import AttemptReport, TaskPayload, execute
+from .executor import AttemptReport, TaskPayload, execute, report_from
 from .metrics import RuntimeMetrics
 from .state import RetryPolicy, RunState, RuntimeState
 
@@ -132,7 +132,7 @@ class Orchestrator:
         self.state = RuntimeState(
             self.nodes, cfg.default_policy,
             RetryPolicy(cfg.retry_base, cfg.retry_cap, cfg.retry_jitter, cfg.system_retries),
-            default_duration=cfg.default_duration,
+            default_duration=cfg.default_duration, ahead=cfg.dispatch_ahead, ahead_max_s=cfg.dispatch_ahead_max_s,
         )
         self.state.node_filter = self._nodes_offering
         self.running: dict[Any, _Attempt] = {}  # report ref -> attempt
@@ -222,7 +222,8 @@ class Orchestrator:
     def stats(self) -> dict:
         with self.lock:
             return {"active_runs": len(self.state.jobs), "ready": self.state.num_ready(),
-                    "running": len(self.running), "nodes": len([a for a in self.node_alive if a]),
+                    "running": len(self.running), "queued_ahead": self.state.num_ahead(),
+                    "nodes": len([a for a in self.node_alive if a]),
                     "free_cpus": sum(c for c, a in zip(self.nodes.free_cpus, self.node_alive) if a),
                     "loop_seconds": dict(self.timing)}
 
@@ -407,8 +408,9 @@ class Orchestrator:
             parents = [self._parent_value(run, name) for name in payload.ref_names]
             opts = self._options(d.task.cpus, d.task.memory, d.task.gpus,
                                  tuple(sorted(spec.resources.custom.items())), d.node)
-            value_ref, report_ref = opts.remote(payload, *parents)
-            deadline = now + spec.timeout if spec.timeout else None
+            value_ref, report_ref = opts.remote(payload.as_tuple(), *parents)
+            # A task dispatched ahead gets its deadline when it takes a slot (`_start_clocks`).
+            deadline = now + spec.timeout if spec.timeout and i not in run.ahead else None
             att = _Attempt(run, i, run.attempts[i], d.node, value_ref, report_ref, now, deadline)
             self.running[report_ref] = att
             self._by_task[(run.run_id, i)] = att
@@ -421,8 +423,7 @@ class Orchestrator:
         self.running.pop(att.report_ref, None)
         self._by_task.pop((run.run_id, i), None)
         try:
-            if report is None:
-                report = ray.get(att.report_ref)
+            report = report_from(ray.get(att.report_ref) if report is None else report)
         except TaskCancelledError:
             self.state.failed(run, i, att.node, "cancelled", now, retryable=False)
             self._execution(att, "cancelled", now, error="cancelled")
@@ -481,7 +482,15 @@ class Orchestrator:
             peak_memory=report.peak_memory if report else None,
             stdout=report.stdout if report else None, stderr=report.stderr if report else None))
 
+    def _start_clocks(self, now: float) -> None:
+        """Tasks dispatched ahead that took a freed slot: their timeout counts from now."""
+        for run, i in self.state.take_promoted():
+            att = self._by_task.get((run.run_id, i))
+            if att is not None and run.specs[i].timeout:
+                att.deadline = now + run.specs[i].timeout
+
     def _check_timeouts(self, now: float) -> None:
+        self._start_clocks(now)
         for att in [a for a in self.running.values() if a.deadline is not None and a.deadline <= now]:
             spec = att.run.specs[att.index]
             ray.cancel(att.value_ref, force=True)
@@ -531,6 +540,7 @@ class Orchestrator:
         live_by_run: dict[str, dict[int, _Attempt]] = {}
         for att in self.running.values():
             live_by_run.setdefault(att.run.run_id, {})[att.index] = att
+        self.state.clear_ahead()
         for run_id in list(self.state.by_run):
             self.state.forget(run_id)
         for view in self.state.views.values():
@@ -580,10 +590,13 @@ class Orchestrator:
             items.append(self._done.get(timeout=wait))
         except queue.Empty:
             pass
-        if items and len(self.running) >= 4 and self.config.batch_window_s > 0:
+        if items and len(self.running) >= 4:
             # A short gathering window when many tasks run: one write for several completions costs less
-            # than one write each (the write has a fixed cost per transaction).
-            time.sleep(self.config.batch_window_s)
+            # than one write each (the write has a fixed cost per transaction). While tasks wait ahead at their
+            # nodes the workers stay busy without us, so the window can be longer.
+            window = self.config.batch_window_ahead_s if self.state.num_ahead() else self.config.batch_window_s
+            if window > 0:
+                time.sleep(window)
         while True:
             try:
                 items.append(self._done.get_nowait())

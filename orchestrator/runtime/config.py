@@ -30,7 +30,14 @@ class RuntimeConfig(BaseModel):
     default_duration: float = 1.0  # predicted seconds for a task with no known duration
     node_refresh_s: float = 2.0
     poll_s: float = 0.02  # longest wait for a completion before the loop looks at timeouts and retries
+    # Dispatch ahead: short tasks (predicted <= dispatch_ahead_max_s) may be committed to a busy node, up to this
+    # many times its resources, so that they start on the worker a finishing task frees (see RuntimeState). A
+    # task that becomes ready later then waits at most about dispatch_ahead x dispatch_ahead_max_s longer per
+    # slot. 0 turns it off: a task is then handed to Ray only when its node has room.
+    dispatch_ahead: float = Field(default=2.0, ge=0.0)
+    dispatch_ahead_max_s: float = Field(default=0.25, ge=0.0)
     batch_window_s: float = 0.001  # after a completion, how long to gather more before writing (>= 4 running)
+    batch_window_ahead_s: float = 0.004  # the same while tasks wait ahead at their nodes (workers stay busy)
     redis_url: str | None = Field(default_factory=lambda: os.environ.get("REDIS_URL"))
     redis_stream: str = "orchestrator:events"
     webhook_url: str | None = None

@@ -24,7 +24,8 @@ MEMORY_FLOOR = 256 * 1024**2  # a shell command's address space never gets less 
 
 @dataclass
 class TaskPayload:
-    """Everything a worker needs to run one task attempt (small, picklable, built once per task)."""
+    """Everything a worker needs to run one task attempt (small, picklable, built once per task). It travels as
+    `as_tuple()` (plain values)."""
 
     run_id: str
     task_id: str
@@ -37,6 +38,9 @@ class TaskPayload:
     memory_limit: int  # bytes; 0 = not enforced
     timeout: float | None
     replay_seconds: float = 0.0
+
+    def as_tuple(self) -> tuple:
+        return tuple(getattr(self, name) for name in _PAYLOAD_FIELDS)
 
 
 @dataclass
@@ -59,6 +63,14 @@ class AttemptReport:
     def duration(self) -> float:
         return self.finished - self.started
 
+    def as_tuple(self) -> tuple:
+        """Plain values in field order: Ray serialises them with msgpack, much cheaper than pickling the class."""
+        return tuple(getattr(self, name) for name in _REPORT_FIELDS)
+
+
+_PAYLOAD_FIELDS = tuple(TaskPayload.__dataclass_fields__)
+_REPORT_FIELDS = tuple(AttemptReport.__dataclass_fields__)
+
 
 def _substitute(value: Any, results: dict[str, Any]) -> Any:
     """Replace {"$ref": "task"} placeholders (at any depth of lists/dicts) by that parent's result."""
@@ -71,8 +83,19 @@ def _substitute(value: Any, results: dict[str, Any]) -> Any:
     return value
 
 
+_RESOLVED: dict[str, Any] = {}
+
+
 def resolve_entrypoint(entrypoint: str):
-    """Import `module:function`; raise ImportError/AttributeError with the entrypoint named."""
+    """Import `module:function` (once per worker process); raise ImportError/AttributeError naming the
+    entrypoint."""
+    target = _RESOLVED.get(entrypoint)
+    if target is None:
+        target = _RESOLVED[entrypoint] = _resolve(entrypoint)
+    return target
+
+
+def _resolve(entrypoint: str):
     module_name, _, attr = entrypoint.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -207,18 +230,29 @@ def _run_shell(payload: TaskPayload, results: dict[str, Any], report: AttemptRep
     return out if out else None
 
 
+_NODE_ID: list[str | None] = []
+
+
 def current_node_id() -> str | None:
-    try:
-        import ray
+    """The Ray node of this worker process (looked up once: a worker never moves)."""
+    if not _NODE_ID:
+        try:
+            import ray
 
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001 - outside Ray (direct calls in tests)
-        return None
+            _NODE_ID.append(ray.get_runtime_context().get_node_id())
+        except Exception:  # noqa: BLE001 - outside Ray (direct calls in tests)
+            return None
+    return _NODE_ID[0]
 
 
-def execute(payload: TaskPayload, *parent_results: Any) -> tuple[Any, AttemptReport]:
-    """The body of the Ray task (see `actor.py`, which wraps it with `ray.remote(num_returns=2)`)."""
-    value, report = run_attempt(payload, *parent_results)
+def execute(payload: tuple, *parent_results: Any) -> tuple[Any, tuple]:
+    """The body of the Ray task (see `actor.py`, which wraps it with `ray.remote(num_returns=2)`): takes
+    `TaskPayload.as_tuple()`, returns (value, `AttemptReport.as_tuple()`); `report_from` rebuilds the report."""
+    value, report = run_attempt(TaskPayload(*payload), *parent_results)
     report.node_id = current_node_id()
     sys.stdout.flush()
-    return value, report
+    return value, report.as_tuple()
+
+
+def report_from(values: tuple | AttemptReport) -> AttemptReport:
+    return values if isinstance(values, AttemptReport) else AttemptReport(*values)

@@ -6,6 +6,7 @@ transition table and recorded as a store `Change`, which the actor writes before
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from ..dag import analyse, dag_arrays
 from ..model import TaskSpec, Workflow
 from ..scheduling import get_policy
 from ..scheduling.interface import (
+    EPS,
     TASK_DONE,
     TASK_FAILED,
     TASK_PENDING,
@@ -87,6 +89,7 @@ class RunState:
         self.result_refs: list[str | None] = [None] * dag.n
         self.wf_status = WorkflowStatus.PENDING
         self.cancel_requested = False
+        self.ahead: set[int] = set()  # tasks dispatched ahead: queued at their node, not yet holding a slot
 
     def ids(self, indices) -> list[str]:
         return [self.dag.ids[i] for i in indices]
@@ -132,12 +135,45 @@ class _PolicyView:
         return len(self.queue)
 
 
+class _AheadView(_PolicyView):
+    """The state a policy sees in the dispatch-ahead pass: the nodes' ahead allowance as their free resources,
+    and only the ready tasks short enough to be queued behind running ones."""
+
+    def __init__(self, owner: "RuntimeState", queue: ReadyQueue, nodes: NodeView, max_seconds: float):
+        super().__init__(owner, queue)
+        self._nodes = nodes
+        self._max_seconds = max_seconds
+
+    @property
+    def nodes(self) -> NodeView:
+        return self._nodes
+
+    def ready(self, max_cpus: float | None = None) -> Iterator[ReadyTask]:
+        limit = self._max_seconds
+        return (t for t in self.queue.iter(max_cpus) if t.predicted <= limit)
+
+
 class RuntimeState:
-    """All active runs of one orchestrator, with one ready queue per policy in use."""
+    """All active runs of one orchestrator, with one ready queue per policy in use.
+
+    Dispatch ahead (`ahead` > 0): once the policy has filled every free slot, it may also commit short ready tasks
+    (predicted at most `ahead_max_s`) to nodes beyond their free capacity, up to `ahead` x the node's resources.
+    They wait in Ray's queue for that node in the policy's order and start the moment a slot frees, on the worker
+    just released, without a round trip through the orchestrator. A task that becomes ready later can thus wait
+    behind at most that much short work per node. Their slot is accounted when a task of the node ends
+    (`promoted`).
+    """
 
     def __init__(self, nodes: NodeView, default_policy: str = "srpt-cp", retry: RetryPolicy | None = None,
-                 seed: int = 0, default_duration: float = 1.0):
+                 seed: int = 0, default_duration: float = 1.0, ahead: float = 0.0, ahead_max_s: float = 1.0):
+        if ahead < 0 or ahead_max_s < 0:
+            raise ValueError(f"dispatch ahead must be >= 0 (got ahead={ahead}, ahead_max_s={ahead_max_s})")
         self.nodes = nodes
+        self.ahead_fraction = ahead
+        self.ahead_max_s = ahead_max_s
+        self.ahead_queue: dict[int, deque[tuple[RunState, int]]] = {}  # node -> tasks queued there, in order
+        self.ahead_used: dict[int, list[float]] = {}  # node -> [cpus, memory, gpus] committed ahead
+        self.promoted: list[tuple[RunState, int]] = []  # ahead tasks that took a freed slot (for timeouts)
         self.default_policy = default_policy
         get_policy(default_policy)  # fail early on an unknown name
         self.retry = retry or RetryPolicy()
@@ -278,27 +314,93 @@ class RuntimeState:
     # ---- scheduling ------------------------------------------------------------------------------------------
     def schedule(self, now: float) -> list[tuple[RunState, Decision]]:
         """Ask every policy in use for decisions (round-robin over policies), reserve their resources and record
-        the moves to running. The caller persists the changes, then dispatches."""
+        the moves to running; then, with dispatch ahead, the same for the ahead allowance. The caller persists the
+        changes, then dispatches."""
         self.now = now
         out: list[tuple[RunState, Decision]] = []
         for name, view in self.views.items():
-            if not len(view.queue):
-                continue
-            for t, node in self.policies[name].schedule(view):
-                decision = Decision(t, node)
-                run = self.jobs.get(t.job)
-                if run is None or run.detail[t.task] != TaskStatus.READY or run.ready_tasks.get(t.task) is not t:
-                    raise ValueError(f"policy '{name}' chose a task that is not ready: {t!r}")
-                if not self.nodes.fits(decision.node, t.cpus, t.memory, t.gpus) or (
-                        t.allowed is not None and decision.node not in t.allowed):
-                    raise ValueError(f"policy '{name}' placed {t!r} on node {decision.node}, which lacks room")
-                self.nodes.reserve(decision.node, t.cpus, t.memory, t.gpus)
-                self._dequeue(run, t.task)
-                run.attempts[t.task] += 1
-                self._move(run, t.task, TaskStatus.RUNNING, attempt=run.attempts[t.task],
-                           node=self.nodes.names[decision.node])
-                out.append((run, decision))
+            if len(view.queue):
+                self._decide(name, view, self.nodes, out, ahead=False)
+        if self.ahead_fraction > 0 and any(len(v.queue) for v in self.views.values()):
+            nodes = self._ahead_nodes()
+            if nodes.free_cpus and max(nodes.free_cpus) > EPS:
+                for name, view in self.views.items():
+                    if len(view.queue):
+                        self._decide(name, _AheadView(self, view.queue, nodes, self.ahead_max_s), nodes, out,
+                                     ahead=True)
         return out
+
+    def _decide(self, name: str, view: _PolicyView, nodes: NodeView, out: list, ahead: bool) -> None:
+        for t, node in self.policies[name].schedule(view):
+            decision = Decision(t, node)
+            run = self.jobs.get(t.job)
+            if run is None or run.detail[t.task] != TaskStatus.READY or run.ready_tasks.get(t.task) is not t:
+                raise ValueError(f"policy '{name}' chose a task that is not ready: {t!r}")
+            if not nodes.fits(node, t.cpus, t.memory, t.gpus) or (t.allowed is not None and node not in t.allowed):
+                raise ValueError(f"policy '{name}' placed {t!r} on node {node}, which lacks room")
+            nodes.reserve(node, t.cpus, t.memory, t.gpus)
+            if ahead:
+                used = self.ahead_used.setdefault(node, [0.0, 0.0, 0.0])
+                used[0] += t.cpus
+                used[1] += t.memory
+                used[2] += t.gpus
+                self.ahead_queue.setdefault(node, deque()).append((run, t.task))
+                run.ahead.add(t.task)
+            self._dequeue(run, t.task)
+            run.attempts[t.task] += 1
+            self._move(run, t.task, TaskStatus.RUNNING, attempt=run.attempts[t.task], node=self.nodes.names[node])
+            out.append((run, decision))
+
+    def _ahead_nodes(self) -> NodeView:
+        """Each node's remaining ahead allowance, as free resources (none on a node that left)."""
+        n, f = self.nodes, self.ahead_fraction
+        view = NodeView(n.names, n.cap_cpus, n.cap_memory, n.cap_gpus)
+        for i in range(len(n)):
+            used = self.ahead_used.get(i, (0.0, 0.0, 0.0))
+            if n.free_cpus[i] < -1e17:  # a node that left the cluster
+                view.free_cpus[i] = view.free_memory[i] = view.free_gpus[i] = -1e18
+                continue
+            view.free_cpus[i] = f * n.cap_cpus[i] - used[0]
+            view.free_memory[i] = f * n.cap_memory[i] - used[1]
+            view.free_gpus[i] = f * n.cap_gpus[i] - used[2]
+        return view
+
+    def num_ahead(self) -> int:
+        return sum(len(q) for q in self.ahead_queue.values())
+
+    def take_promoted(self) -> list[tuple[RunState, int]]:
+        out, self.promoted = self.promoted, []
+        return out
+
+    def _promote(self, node: int) -> None:
+        """A slot of `node` freed: the tasks queued ahead there take it, in order, as far as they fit."""
+        q = self.ahead_queue.get(node)
+        nodes = self.nodes
+        while q:
+            run, i = q[0]
+            c, m, g = float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i])
+            if not nodes.fits(node, c, m, g):
+                break
+            q.popleft()
+            self._unahead(run, i, node, c, m, g)
+            nodes.reserve(node, c, m, g)
+            self.promoted.append((run, i))
+
+    def _unahead(self, run: RunState, i: int, node: int, c: float, m: float, g: float) -> None:
+        run.ahead.discard(i)
+        used = self.ahead_used[node]
+        used[0] -= c
+        used[1] -= m
+        used[2] -= g
+
+    def clear_ahead(self) -> None:
+        """Forget the ahead bookkeeping (the engine then reserves every live attempt as holding a slot)."""
+        for q in self.ahead_queue.values():
+            for run, i in q:
+                run.ahead.discard(i)
+        self.ahead_queue.clear()
+        self.ahead_used.clear()
+        self.promoted.clear()
 
     def num_ready(self) -> int:
         return sum(len(v.queue) for v in self.views.values())
@@ -353,7 +455,19 @@ class RuntimeState:
         return "failed"
 
     def _release(self, run: RunState, i: int, node: int) -> None:
-        self.nodes.release(node, float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i]))
+        c, m, g = float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i])
+        if i in run.ahead:  # ended while still queued ahead (cancelled, lost): it never held a slot
+            q = self.ahead_queue.get(node)
+            if q is not None:
+                try:
+                    q.remove((run, i))
+                except ValueError:
+                    pass
+            self._unahead(run, i, node, c, m, g)
+            return
+        self.nodes.release(node, c, m, g)
+        if self.ahead_queue.get(node):
+            self._promote(node)
 
     def cancel(self, run: RunState, now: float) -> list[int]:
         """Cancel a run: pending/ready/retrying tasks never start; returns the running tasks to stop."""
