@@ -181,6 +181,33 @@ def test_tasks_run_where_the_policy_placed_them(orch, ray_cluster):
         assert node_of[f"w{i}"].split("/")[-1] in {w[:8] for w in worker_ids}
 
 
+def test_dispatch_ahead_queues_short_tasks_without_oversubscribing_a_node(orch):
+    h = orch(dispatch_ahead=2.0, dispatch_ahead_max_s=0.5)
+    wf = workflow_from_dict({"name": "short", "tasks": [
+        {"id": f"s{i}", "entrypoint": f"{B}:sleep", "args": [0.05], "duration": 0.05} for i in range(40)]})
+    run_id = ray.get(h.submit.remote(wf.model_dump()))
+    most_ahead, deadline = 0, time.time() + 60
+    while ray.get(h.progress.remote(run_id))["status"] == "running" and time.time() < deadline:
+        most_ahead = max(most_ahead, ray.get(h.stats.remote())["queued_ahead"])
+        time.sleep(0.01)
+    assert wait_for(h, [run_id], timeout=30)[run_id]["status"] == "succeeded"
+    assert most_ahead > 0  # tasks did wait at their nodes beyond the free slots
+    stats = ray.get(h.stats.remote())
+    assert stats["queued_ahead"] == 0 and stats["free_cpus"] == 4.0  # every slot accounted back
+    store = orch.store()
+    execs = store.executions(run_id)
+    decisions = {d.task_id: d.node for d in store.decisions(run_id)}
+    assert len(execs) == 40 and all(e.node == decisions[e.task_id] for e in execs)
+    for node in {e.node for e in execs}:  # at no instant more tasks ran on a node than its 2 cpus
+        edges = sorted([(e.started_at, 1) for e in execs if e.node == node]
+                       + [(e.finished_at, -1) for e in execs if e.node == node], key=lambda x: (x[0], x[1]))
+        running = peak = 0
+        for _, step in edges:
+            running += step
+            peak = max(peak, running)
+        assert peak <= 2
+
+
 def test_kill_the_actor_mid_run_and_resume(orch):
     """Kill the orchestrator while tasks run; a new one resumes the run, does not re-run finished tasks and
     loses no record."""
