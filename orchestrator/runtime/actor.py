@@ -69,6 +69,14 @@ def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
     )
 
 
+@dataclass
+class _Launch:
+    """What dispatching one task needs besides its attempt number, built at its first dispatch."""
+
+    payload: TaskPayload
+    resources: tuple  # (cpus, memory, gpus, custom items)
+
+
 def _ref_names(value: Any) -> set[str]:
     if isinstance(value, dict):
         if set(value) == {"$ref"}:
@@ -123,6 +131,7 @@ class Orchestrator:
         _json_logs(cfg.data_dir)
         self.store = Store.open(cfg.db_url, data_dir=cfg.data_dir)
         self.lock = threading.RLock()
+        self._run_ended = threading.Condition(self.lock)  # notified when a run reaches a final status
         self.metrics = RuntimeMetrics()
         self.nodes = NodeView([], [], [], [])
         self.node_ids: list[str] = []
@@ -139,6 +148,7 @@ class Orchestrator:
         self._by_task: dict[tuple[str, int], _Attempt] = {}
         self._value_refs: dict[tuple[str, int], Any] = {}  # results of finished tasks, for their children
         self._options_cache: dict[tuple, Any] = {}
+        self._launches: dict[tuple[str, int], _Launch] = {}
         self._executions: list[ExecutionRecord] = []
         self._decision_rows: list[DecisionRecord] = []
         self._stop = threading.Event()
@@ -218,6 +228,21 @@ class Orchestrator:
         counts = self.store.task_counts(run_id)
         return {"run_id": run_id, "name": rec.name, "status": rec.status.value, "counts": counts,
                 "total": sum(counts.values()), "error": rec.error}
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict:
+        """Block until the run is final (or `timeout` seconds pass); its progress. No polling: the caller's
+        thread sleeps until the run ends."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._run_ended:
+            while True:
+                run = self.state.by_run.get(run_id)
+                if run is None or run.wf_status.terminal:
+                    break
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._run_ended.wait(min(remaining, 1.0))
+        return self.progress(run_id)
 
     def stats(self) -> dict:
         with self.lock:
@@ -344,11 +369,14 @@ class Orchestrator:
                 self._on_run_finished(ch.run_id)
 
     def _on_run_finished(self, run_id: str) -> None:
-        run = self.state.by_run.pop(run_id, None)
+        with self._run_ended:
+            run = self.state.by_run.pop(run_id, None)
+            self._run_ended.notify_all()
         if run is None:
             return
         for i in range(run.dag.n):
             self._value_refs.pop((run_id, i), None)
+            self._launches.pop((run_id, i), None)
         self.metrics.workflow_finished(run.wf_status.value, time.time() - run.arrival, run.policy_name)
         log.info("workflow run %s", run.wf_status.value, extra={"run_id": run_id, "jct_s": time.time() - run.arrival})
 
@@ -401,13 +429,19 @@ class Orchestrator:
         self._flush()
         t2 = time.perf_counter()
         self.timing["write"] += t2 - t1
+        launches = self._launches
         for run, d in decisions:
             i = d.task.task
             spec = run.specs[i]
-            payload = _payload(run, i, run.attempts[i])
+            launch = launches.get((run.run_id, i))
+            if launch is None:
+                t = d.task
+                launch = launches[(run.run_id, i)] = _Launch(
+                    _payload(run, i, 0), (t.cpus, t.memory, t.gpus, tuple(sorted(spec.resources.custom.items()))))
+            payload = launch.payload
+            payload.attempt = run.attempts[i]
             parents = [self._parent_value(run, name) for name in payload.ref_names]
-            opts = self._options(d.task.cpus, d.task.memory, d.task.gpus,
-                                 tuple(sorted(spec.resources.custom.items())), d.node)
+            opts = self._options(*launch.resources, d.node)
             value_ref, report_ref = opts.remote(payload.as_tuple(), *parents)
             # A task dispatched ahead gets its deadline when it takes a slot (`_start_clocks`).
             deadline = now + spec.timeout if spec.timeout and i not in run.ahead else None
@@ -448,6 +482,7 @@ class Orchestrator:
                 # Persisted so that a resumed run can hand it to the children (small: inline; large: a file).
                 result_ref = self.store.save_result(run.run_id, run.dag.ids[i], value)
             self._value_refs[(run.run_id, i)] = att.value_ref
+            self._launches.pop((run.run_id, i), None)
             self.state.succeeded(run, i, att.node, result_ref, now)
             self._execution(att, "succeeded", now, report=report)
             if self.predictions is not None:

@@ -85,7 +85,7 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
         raw_times.append(_raw_ray(wf))
         start = time.perf_counter()
         run_id = ray.get(handle.submit.remote(wf.model_dump()))
-        final = wait_for(handle, [run_id], poll=0.02)[run_id]
+        final = wait_for(handle, [run_id])[run_id]  # blocks in the actor, like ray.get for raw Ray
         orch_times.append(time.perf_counter() - start)
         if final["status"] != "succeeded":
             raise RuntimeError(f"benchmark run {run_id} ended {final['status']}")

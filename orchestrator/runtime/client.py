@@ -85,11 +85,25 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
 
 def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | None = None,
              poll: float = 0.2, timeout: float | None = None) -> dict[str, dict]:
-    """Poll until every run is terminal; returns the final progress of each."""
+    """Wait until every run is terminal; returns the final progress of each. With `on_progress`, polls every
+    `poll` seconds and reports each run's progress; without, blocks in the orchestrator until the runs end."""
     import ray
 
     start = time.monotonic()
     final: dict[str, dict] = {}
+    if on_progress is None:
+        for run_id in run_ids:
+            while True:
+                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+                progress = ray.get(handle.wait.remote(run_id, 60.0 if left is None else left))
+                if progress["status"] in TERMINAL:
+                    final[run_id] = progress
+                    break
+                if left is not None and left <= 0:
+                    raise OrchestratorError(f"Timed out after {timeout:g} s waiting for {run_id}")
+                if timeout is None:
+                    time.sleep(poll)  # not tracked by the actor yet (being resumed): ask again
+        return final
     while True:
         pending = [r for r in run_ids if r not in final]
         if not pending:
