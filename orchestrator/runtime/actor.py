@@ -152,12 +152,12 @@ class Orchestrator:
         self._executions: list[ExecutionRecord] = []
         self._decision_rows: list[DecisionRecord] = []
         self._stop = threading.Event()
-        self._done: queue.SimpleQueue = queue.SimpleQueue()  # (report ref, future) of finished attempts; None wakes
+        self._done: queue.SimpleQueue = queue.SimpleQueue()  # a None wakes the loop (submitted, cancelled)
         self._last_nodes = time.monotonic()
         self._last_sample = 0.0
         self.loop_error: str | None = None
         self._needs_resync = False
-        self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "get_reports", "complete", "dispatch_and_write",
+        self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "complete", "dispatch_and_write",
                                                            "schedule", "write", "submit", "iterations")}
         self._dispatcher = self._start_event_dispatcher()
         self.predictions = self._start_predictions()
@@ -448,7 +448,6 @@ class Orchestrator:
             att = _Attempt(run, i, run.attempts[i], d.node, value_ref, report_ref, now, deadline)
             self.running[report_ref] = att
             self._by_task[(run.run_id, i)] = att
-            report_ref.future().add_done_callback(lambda f, r=report_ref: self._done.put((r, f)))
         self.timing["submit"] += time.perf_counter() - t2
         self.metrics.started(len(decisions))
 
@@ -608,11 +607,49 @@ class Orchestrator:
         self._needs_resync = False
         self._flush()
 
+    def _gather(self, wait: float) -> tuple[list, list]:
+        """The report refs of finished attempts and their reports (None where fetching failed).
+
+        Blocks in `ray.wait` (without the GIL) until the first attempt finishes, a retry falls due, a timeout
+        must be checked, or something is submitted or cancelled (a None in `_done`). Completions are not taken
+        through object-ref callbacks: those run Python on Ray's I/O thread, which then waits for the GIL while
+        this loop runs, and that thread is the one that hands the next queued task to a freed worker.
+        """
+        woken = False
+        while True:
+            try:
+                self._done.get_nowait()
+                woken = True
+            except queue.Empty:
+                break
+        refs = list(self.running)
+        if not refs:
+            if not woken:
+                try:
+                    self._done.get(timeout=wait)
+                except queue.Empty:
+                    pass
+            return [], []
+        if not woken:
+            first, _ = ray.wait(refs, num_returns=1, timeout=wait, fetch_local=False)
+            if first and len(refs) >= 4:
+                # A short gathering window when many tasks run: one write for several completions costs less
+                # than one write each (a transaction has a fixed cost). While tasks wait ahead at their nodes,
+                # the workers stay busy without us, so the window can be longer.
+                window = self.config.batch_window_ahead_s if self.state.num_ahead() else self.config.batch_window_s
+                if window > 0:
+                    time.sleep(window)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        if not ready:
+            return [], []
+        try:
+            return ready, ray.get(ready)
+        except Exception:  # noqa: BLE001 - one was lost or cancelled: `_complete` fetches each and names the cause
+            return ready, [None] * len(ready)
+
     def _iteration(self) -> None:
         timing = self.timing
         t0 = time.perf_counter()
-        # Completions arrive as callbacks of the report futures (no polling): block until the first one, a
-        # retry falls due, a timeout must be checked, or something is submitted or cancelled (a None).
         if self.running:
             wait = self.config.poll_s
         else:
@@ -620,37 +657,9 @@ class Orchestrator:
             nxt = self.state.next_retry_time()
             if nxt is not None:
                 wait = max(0.0, min(wait, nxt - time.time()))
-        items = []
-        try:
-            items.append(self._done.get(timeout=wait))
-        except queue.Empty:
-            pass
-        if items and len(self.running) >= 4:
-            # A short gathering window when many tasks run: one write for several completions costs less
-            # than one write each (the write has a fixed cost per transaction). While tasks wait ahead at their
-            # nodes the workers stay busy without us, so the window can be longer.
-            window = self.config.batch_window_ahead_s if self.state.num_ahead() else self.config.batch_window_s
-            if window > 0:
-                time.sleep(window)
-        while True:
-            try:
-                items.append(self._done.get_nowait())
-            except queue.Empty:
-                break
-        ready, reports = [], []
-        for item in items:
-            if item is None:
-                continue
-            ref, future = item
-            ready.append(ref)
-            try:
-                reports.append(future.result(timeout=0))
-            except Exception:  # noqa: BLE001 - lost or cancelled: `_complete` fetches it and names the cause
-                reports.append(None)
-        t1 = time.perf_counter()
-        timing["wait"] += t1 - t0
+        ready, reports = self._gather(wait)
         t2 = time.perf_counter()
-        timing["get_reports"] += t2 - t1
+        timing["wait"] += t2 - t0
         with self.lock:
             now = time.time()
             for ref, report in zip(ready, reports):
