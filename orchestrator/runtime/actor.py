@@ -26,7 +26,7 @@ from ..states import TaskStatus
 from ..store import Store
 from ..store.records import DecisionRecord, ExecutionRecord, SystemSample
 from .config import RuntimeConfig
-from .executor import AttemptReport, TaskPayload, execute, report_from
+from .executor import AttemptReport, TaskPayload, execute, pack, report_from
 from .metrics import RuntimeMetrics
 from .state import RetryPolicy, RunState, RuntimeState
 
@@ -442,7 +442,7 @@ class Orchestrator:
             payload.attempt = run.attempts[i]
             parents = [self._parent_value(run, name) for name in payload.ref_names]
             opts = self._options(*launch.resources, d.node)
-            value_ref, report_ref = opts.remote(payload.as_tuple(), *parents)
+            value_ref, report_ref = opts.remote(pack(payload.as_tuple()), *parents)
             # A task dispatched ahead gets its deadline when it takes a slot (`_start_clocks`).
             deadline = now + spec.timeout if spec.timeout and i not in run.ahead else None
             att = _Attempt(run, i, run.attempts[i], d.node, value_ref, report_ref, now, deadline)

@@ -84,7 +84,7 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
     for _ in range(repeats):
         raw_times.append(_raw_ray(wf))
         start = time.perf_counter()
-        run_id = ray.get(handle.submit.remote(wf.model_dump()))
+        run_id = ray.get(handle.submit.remote(wf))
         final = wait_for(handle, [run_id])[run_id]  # blocks in the actor, like ray.get for raw Ray
         orch_times.append(time.perf_counter() - start)
         if final["status"] != "succeeded":
@@ -194,7 +194,7 @@ def measure_replay(trace: Path, time_scale: float, policy: str = "srpt-cp", db_u
     ray.get(handle.ping.remote())
     slots = int(cluster.total_cpus)
     _raw_ray(layered_dag(2 * slots, width=slots, task_seconds=0.2))  # start the workers: compare warm with warm
-    run_id = ray.get(handle.submit.remote(wf.model_dump(), policy, None, time_scale))
+    run_id = ray.get(handle.submit.remote(wf, policy, None, time_scale))
     wait_for(handle, [run_id], poll=0.01)
     from ..store import Store
 

@@ -125,7 +125,7 @@ def run_workflow(workflow: Workflow, policy: str | None = None, config: RuntimeC
     import ray
 
     handle = get_orchestrator(config)
-    run_id = ray.get(handle.submit.remote(workflow.model_dump(), policy, None, time_scale))
+    run_id = ray.get(handle.submit.remote(workflow, policy, None, time_scale))
     if not wait:
         return {"run_id": run_id, "status": "running"}
     return wait_for(handle, [run_id], timeout=timeout)[run_id]

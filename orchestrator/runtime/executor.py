@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import marshal
 import os
+import pickle
 import resource
 import shlex
 import subprocess
@@ -245,14 +247,28 @@ def current_node_id() -> str | None:
     return _NODE_ID[0]
 
 
-def execute(payload: tuple, *parent_results: Any) -> tuple[Any, tuple]:
+def pack(values: tuple) -> bytes:
+    """Payloads and reports cross process boundaries as bytes: `marshal` for plain values (most of them: several
+    times cheaper than Ray's general serialiser), pickle for anything else (user objects in task arguments)."""
+    try:
+        return b"m" + marshal.dumps(values)
+    except ValueError:
+        return b"p" + pickle.dumps(values, protocol=5)
+
+
+def unpack(data: bytes) -> tuple:
+    return marshal.loads(data[1:]) if data[:1] == b"m" else pickle.loads(data[1:])
+
+
+def execute(payload: bytes, *parent_results: Any) -> tuple[Any, bytes]:
     """The body of the Ray task (see `actor.py`, which wraps it with `ray.remote(num_returns=2)`): takes
-    `TaskPayload.as_tuple()`, returns (value, `AttemptReport.as_tuple()`); `report_from` rebuilds the report."""
-    value, report = run_attempt(TaskPayload(*payload), *parent_results)
+    `pack(TaskPayload.as_tuple())`, returns (value, `pack(AttemptReport.as_tuple())`); `report_from` rebuilds
+    the report."""
+    value, report = run_attempt(TaskPayload(*unpack(payload)), *parent_results)
     report.node_id = current_node_id()
     sys.stdout.flush()
-    return value, report.as_tuple()
+    return value, pack(report.as_tuple())
 
 
-def report_from(values: tuple | AttemptReport) -> AttemptReport:
-    return values if isinstance(values, AttemptReport) else AttemptReport(*values)
+def report_from(values: bytes | AttemptReport) -> AttemptReport:
+    return values if isinstance(values, AttemptReport) else AttemptReport(*unpack(values))
