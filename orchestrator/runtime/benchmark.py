@@ -35,6 +35,9 @@ class OverheadResult:
     ratio: float
     raw_tasks_per_s: float
     orchestrated_tasks_per_s: float
+    raw_median_s: float
+    orchestrated_median_s: float
+    ratio_of_medians: float
     events_recorded: int
     events_expected: int
     executions_recorded: int
@@ -56,10 +59,10 @@ def _raw_ray(wf: Workflow) -> float:
     return time.perf_counter() - start
 
 
-def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: int = 8, repeats: int = 3,
+def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: int = 8, repeats: int = 5,
                      db_url: str | None = None, data_dir: str | None = None, seed: int = 0) -> OverheadResult:
     """Run the same DAG on raw Ray (object-ref dependencies) and through the orchestrator, alternating, in one
-    Ray instance; report the best of `repeats` for each (both warm)."""
+    Ray instance; report the best of `repeats` for each (both warm), and the medians."""
     import ray
 
     from .client import wait_for
@@ -103,8 +106,12 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
     expected = repeats * (3 + 3 * num_tasks)
     store.close()
     raw, orch = min(raw_times), min(orch_times)
+    raw_med, orch_med = float(np.median(raw_times)), float(np.median(orch_times))
+    print("raw Ray runs (s):", [round(t, 3) for t in raw_times], "orchestrated runs (s):",
+          [round(t, 3) for t in orch_times])
     return OverheadResult(num_tasks, slots, task_seconds, num_tasks * task_seconds / slots, raw, orch,
-                          orch / raw, num_tasks / raw, num_tasks / orch, events, expected, executions,
+                          orch / raw, num_tasks / raw, num_tasks / orch, raw_med, orch_med, orch_med / raw_med,
+                          events, expected, executions,
                           "postgresql" if db_url and db_url.startswith("postgresql") else "sqlite")
 
 
