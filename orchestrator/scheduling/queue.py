@@ -1,7 +1,8 @@
 """The ready queue every engine keeps: ready tasks ordered by the policy's keys (flat, or job first then task).
 
-Each ordered list is a binary heap plus a sorted "front" of the entries a policy has already walked past, so
-that pushing is a C-level heap push and walking the queue in order only sorts what is actually looked at.
+Each ordered list is a sorted "front" (the entries a policy has walked past, and entries pushed in order)
+plus a binary heap of the rest, so that pushing is an append or a C-level heap push and walking the queue in
+order only sorts what is actually looked at.
 """
 
 from __future__ import annotations
@@ -13,10 +14,16 @@ from operator import itemgetter
 
 from sortedcontainers import SortedList
 
-from .interface import JobView, ReadyTask, SchedulingPolicy
+from .interface import EPS, JobView, NodeView, ReadyTask, SchedulingPolicy
 
 
 _task_of = itemgetter(2)
+
+# A push that sorts after everything (e.g. FIFO: keys in ready order) is appended to the front while the heap is
+# empty and the front shorter than this; the front never grows past _FRONT_SPILL (its upper half then goes back
+# to the heap), which bounds the cost of deleting from it.
+_FRONT_APPEND = 2048
+_FRONT_SPILL = 4096
 
 
 class _OrderedTasks:
@@ -34,9 +41,21 @@ class _OrderedTasks:
         front = self.front
         if front and entry < front[-1]:
             insort(front, entry)
+            if len(front) > _FRONT_SPILL:
+                self.spill()
+        elif not self.heap and len(front) < _FRONT_APPEND:
+            front.append(entry)
         else:
             heappush(self.heap, entry)
         self.size += 1
+
+    def spill(self) -> None:
+        """Move the upper half of the front to the heap (keeps deletions from the front cheap)."""
+        front, heap = self.front, self.heap
+        half = len(front) // 2
+        heap.extend(front[half:])
+        del front[half:]
+        heapify(heap)
 
     def remove(self, entry: tuple) -> None:
         front = self.front
@@ -84,6 +103,126 @@ class _OrderedTasks:
         return [e[2] for e in gone]
 
 
+def _first_fit(task: ReadyTask, free_c: list[float], free_m: list[float], free_g: list[float]) -> int | None:
+    """`SchedulingPolicy.place` (the first node that fits), as a plain function."""
+    c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+    allowed = task.allowed
+    for i in range(len(free_c)):
+        if free_c[i] >= c and free_m[i] >= m and free_g[i] >= g and (allowed is None or i in allowed):
+            return i
+    return None
+
+
+def _walk(tasks: _OrderedTasks, nodes: NodeView, most: float, misses: int, scan_limit: int, place,
+          started: list) -> tuple[float, int, bool]:
+    """List scheduling over one ordered list (see `ReadyQueue.start_in_order`), continuing from `most` (the
+    largest free cpu count) and `misses`. Returns the new (most, misses, done); done: the scan stopped (cluster
+    full, or `scan_limit` tasks fitted nowhere)."""
+    front, heap, dead = tasks.front, tasks.heap, tasks.dead
+    free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
+    n = len(free_c)
+    limit = most + EPS  # a task needing more cpus than this fits nowhere
+    i = 0
+    while True:
+        if i == len(front):  # walked past everything sorted so far: the next entry comes off the heap
+            if not heap:
+                return most, misses, False
+            entry = heappop(heap)
+            if dead and entry[1] in dead:
+                dead.discard(entry[1])
+                continue
+            front.append(entry)
+        task = front[i][2]
+        node = None
+        if task.cpus <= limit:
+            if place is None:  # first fit, inline
+                c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+                allowed = task.allowed
+                for k in range(n):
+                    if free_c[k] >= c and free_m[k] >= m and free_g[k] >= g and (allowed is None or k in allowed):
+                        node = k
+                        break
+            else:
+                node = place(task, nodes, free_c, free_m, free_g)
+        if node is None:
+            i += 1
+            misses += 1
+            if misses >= scan_limit:
+                return most, misses, True
+            continue
+        del front[i]
+        tasks.size -= 1
+        old = free_c[node]
+        free_c[node] = left = old - task.cpus
+        free_m[node] -= task.memory
+        free_g[node] -= task.gpus
+        started.append((task, node))
+        if old >= most or left > most:  # the fullest-free node shrank (or a negative request grew one)
+            most = max(free_c)
+        limit = most + EPS
+        if limit < 2 * EPS:
+            return most, misses, True
+
+
+def _head(tasks: _OrderedTasks, i: int) -> tuple | None:
+    """The entry at walk position i of an ordered list (moving it from the heap to the front), None at the end."""
+    front = tasks.front
+    if i < len(front):
+        return front[i]
+    heap, dead = tasks.heap, tasks.dead
+    while heap:
+        entry = heappop(heap)
+        if dead and entry[1] in dead:
+            dead.discard(entry[1])
+            continue
+        front.append(entry)
+        return entry
+    return None
+
+
+def _walk_merged(sources: list[_OrderedTasks], nodes: NodeView, most: float, scan_limit: int, place,
+                 started: list) -> float:
+    """`_walk` over several ordered lists merged into one order (a flat queue's cpu classes); returns `most`."""
+    free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
+    limit = most + EPS
+    pos = [0] * len(sources)
+    heads = [_head(s, 0) for s in sources]
+    misses = 0
+    while True:
+        best = -1
+        best_entry = None
+        for j, entry in enumerate(heads):
+            if entry is not None and (best_entry is None or entry < best_entry):
+                best, best_entry = j, entry
+        if best < 0:
+            return most
+        src = sources[best]
+        task = best_entry[2]
+        node = None
+        if task.cpus <= limit:
+            node = (_first_fit(task, free_c, free_m, free_g) if place is None
+                    else place(task, nodes, free_c, free_m, free_g))
+        if node is None:
+            pos[best] += 1
+            misses += 1
+            if misses >= scan_limit:
+                return most
+        else:
+            del src.front[pos[best]]
+            src.size -= 1
+            old = free_c[node]
+            free_c[node] = left = old - task.cpus
+            free_m[node] -= task.memory
+            free_g[node] -= task.gpus
+            started.append((task, node))
+            if old >= most or left > most:
+                most = max(free_c)
+            limit = most + EPS
+            if limit < 2 * EPS:
+                return most
+        heads[best] = _head(src, pos[best])
+
+
 class ReadyQueue:
     """Ready tasks in policy order. Push/remove O(log n); iteration in order is lazy.
 
@@ -112,9 +251,13 @@ class ReadyQueue:
             cls = self._classes.get(task.cpus)
             if cls is None:
                 cls = self._classes[task.cpus] = _OrderedTasks()
-            front = cls.front
+            front = cls.front  # `_OrderedTasks.push`, inlined
             if front and entry < front[-1]:
                 insort(front, entry)
+                if len(front) > _FRONT_SPILL:
+                    cls.spill()
+            elif not cls.heap and len(front) < _FRONT_APPEND:
+                front.append(entry)
             else:
                 heappush(cls.heap, entry)
             cls.size += 1
@@ -192,6 +335,42 @@ class ReadyQueue:
 
     def __iter__(self) -> Iterator[ReadyTask]:
         return self.iter()
+
+    def start_in_order(self, nodes: NodeView, most: float, scan_limit: int,
+                       place) -> tuple[list[tuple[ReadyTask, int]], float]:
+        """The default `SchedulingPolicy.schedule` (list scheduling) fused with removing what it starts.
+
+        Walks the ready tasks exactly as `schedule(state)` walks `iter(limit)` and reserves each started task
+        directly on `nodes`' free lists. `most` is `max(nodes.free_cpus)` (> EPS); `place` is the policy's
+        `place`, or None for the default first fit. Returns the (task, node) pairs in order, and the new
+        `max(nodes.free_cpus)`: the same decisions, free resources and queue contents as `schedule` then
+        `remove` of each, without the iterator chain, the tentative copies and a second pass.
+        """
+        started: list[tuple[ReadyTask, int]] = []
+        if self.by_job:
+            job_tasks, job_key, jobs = self._job_tasks, self._job_key, self._jobs
+            misses = 0
+            for entry in list(jobs):
+                job_id = entry[1]
+                tasks = job_tasks[job_id]
+                most, misses, done = _walk(tasks, nodes, most, misses, scan_limit, place, started)
+                if not tasks.size:
+                    jobs.remove(job_key.pop(job_id))
+                if done:
+                    break
+        else:
+            classes = self._classes
+            if len(classes) == 1:
+                sources = list(classes.values())
+            else:  # as `iter(max_cpus=most + EPS)`: only the classes that can fit
+                cutoff = most + EPS + 1e-9
+                sources = [c for cpus, c in classes.items() if c.size and cpus <= cutoff]
+            if len(sources) == 1:
+                most = _walk(sources[0], nodes, most, 0, scan_limit, place, started)[0]
+            elif sources:
+                most = _walk_merged(sources, nodes, most, scan_limit, place, started)
+        self._size -= len(started)
+        return started, most
 
     def _iter_by_job(self) -> Iterator[ReadyTask]:
         job_tasks = self._job_tasks

@@ -31,8 +31,6 @@ from .cluster import Cluster
 from .metrics import SimResult, compute_result
 from .workload import Job, Workload
 
-_ARRIVAL, _FINISH = 0, 1
-
 
 class JobState:
     """An active job as the policy sees it (satisfies `JobView`)."""
@@ -41,7 +39,7 @@ class JobState:
                  "remaining_work", "remaining_tasks", "finish", "job", "pending", "cpus", "memory", "gpus",
                  "actual", "pred", "kids_ptr", "kids", "start", "end", "node")
 
-    def __init__(self, job: Job, record: bool):
+    def __init__(self, job: Job, record: bool, dag_lists: tuple | None = None):
         dag = job.dag
         self.id = job.id
         self.name = job.name
@@ -56,15 +54,12 @@ class JobState:
         self.remaining_work = float((job.predicted * dag.cpus).sum())
         self.remaining_tasks = dag.n
         self.finish = float("nan")
-        # Plain lists for the hot loop (numpy scalar access is slow).
-        self.pending = dag.in_degree.tolist()
-        self.cpus = dag.cpus.tolist()
-        self.memory = dag.memory.tolist()
-        self.gpus = dag.gpus.tolist()
+        # Plain lists for the hot loop (numpy scalar access is slow); those of the DAG are read-only, so jobs of
+        # one DAG may share them (`dag_lists`, from `dag_lists()`).
+        in_degree, self.cpus, self.memory, self.gpus, self.kids_ptr, self.kids = dag_lists or _dag_lists(dag)
+        self.pending = in_degree.copy()
         self.actual = job.actual.tolist()
         self.pred = job.predicted.tolist()
-        self.kids_ptr = dag.children_ptr.tolist()
-        self.kids = dag.children.tolist()
         if record:
             self.start = [0.0] * dag.n
             self.end = [0.0] * dag.n
@@ -73,8 +68,19 @@ class JobState:
             self.start = self.end = self.node = None
 
 
+def _dag_lists(dag) -> tuple[list, list, list, list, list, list]:
+    """A DAG's arrays as the plain lists a `JobState` reads: in-degree, cpus, memory, gpus, children CSR."""
+    return (dag.in_degree.tolist(), dag.cpus.tolist(), dag.memory.tolist(), dag.gpus.tolist(),
+            dag.children_ptr.tolist(), dag.children.tolist())
+
+
 class Simulation:
-    """Discrete-event simulation state; also the `SchedulingState` handed to the policy."""
+    """Discrete-event simulation state; also the `SchedulingState` handed to the policy.
+
+    Events: job arrivals in time order (ties in workload order), and task finishes kept as a heap of distinct
+    finish times plus, per time, the tasks finishing then in the order they started. All events of one time
+    form a batch: arrivals first, then finishes; then the policy is asked for decisions.
+    """
 
     def __init__(self, workload: Workload, cluster: Cluster, policy: SchedulingPolicy, seed: int = 0,
                  record: bool = True):
@@ -93,16 +99,17 @@ class Simulation:
         self.queue = ReadyQueue(policy)
         self._by_job = self.queue.by_job
         self.ready = self.queue.iter  # SchedulingState.ready(max_cpus=None), without a layer of call
-        self._events: list[tuple] = []
-        self._seq = 0
+        self._arrivals: list[Job] = sorted(workload.jobs, key=lambda j: j.arrival)  # stable: ties keep their order
+        self._next_arrival = 0
+        self._finish_times: list[float] = []  # heap of the distinct times in `_finishing`
+        self._finishing: dict[float, list[tuple[JobState, int, int]]] = {}  # time -> (job, task, node) in start order
+        self._dag_lists: dict[int, tuple] = {}  # id(dag) -> its lists, shared by the jobs of one DAG
         self._ready_seq = 0
         self.decisions = 0
         self.completions = 0
         self.policy_seconds = 0.0
         self._check_fits(workload, cluster)
         policy.reset(seed)
-        for job in workload.jobs:
-            self._push(job.arrival, _ARRIVAL, job, -1, -1)
 
     # ---- SchedulingState: `ready()` is bound in __init__ to the queue's iterator ---------------------------
     @property
@@ -117,7 +124,11 @@ class Simulation:
     @staticmethod
     def _check_fits(workload: Workload, cluster: Cluster) -> None:
         caps = np.array([[n.cpus, n.memory, n.gpus] for n in cluster.nodes])
+        checked = set()
         for job in workload.jobs:
+            if id(job.dag) in checked:  # the same DAG, already found to fit
+                continue
+            checked.add(id(job.dag))
             need = np.stack([job.dag.cpus, job.dag.memory, job.dag.gpus], axis=1)
             fits = (need[:, None, :] <= caps[None, :, :] + EPS).all(axis=2).any(axis=1)
             if not fits.all():
@@ -128,10 +139,6 @@ class Simulation:
                     "large, so it could never run"
                 )
 
-    def _push(self, when: float, kind: int, a, b: int, c: int) -> None:
-        self._seq += 1
-        heapq.heappush(self._events, (when, kind, self._seq, a, b, c))
-
     # ---- event handling ---------------------------------------------------------------------------------
     def _make_ready(self, js: JobState, t: int) -> None:
         self._ready_seq += 1
@@ -141,7 +148,10 @@ class Simulation:
         self.queue.push(rt, js)
 
     def _arrive(self, job: Job) -> None:
-        js = JobState(job, self.record)
+        lists = self._dag_lists.get(id(job.dag))
+        if lists is None:
+            lists = self._dag_lists[id(job.dag)] = _dag_lists(job.dag)
+        js = JobState(job, self.record, lists)
         self.jobs[job.id] = js
         self.policy.on_job_arrival(js)
         pending = js.pending
@@ -177,6 +187,27 @@ class Simulation:
         elif self._by_job:
             self.queue.update_job(js)
 
+    def _has_events(self) -> bool:
+        return bool(self._finish_times) or self._next_arrival < len(self._arrivals)
+
+    def _skip_to_next_event(self) -> None:
+        """Move time to the next event and process every event of that time (arrivals, then finishes)."""
+        arrivals, i, times = self._arrivals, self._next_arrival, self._finish_times
+        if i < len(arrivals) and (not times or arrivals[i].arrival <= times[0]):
+            when = arrivals[i].arrival
+        else:
+            when = times[0]
+        self.now = when
+        while i < len(arrivals) and arrivals[i].arrival == when:
+            self._next_arrival = i + 1
+            self._arrive(arrivals[i])
+            i += 1
+        if times and times[0] == when:
+            heapq.heappop(times)
+            finish = self._finish
+            for js, t, node in self._finishing.pop(when):
+                finish(js, t, node)
+
     def advance(self) -> bool:
         """Process events up to the next moment a decision can be taken. False when the simulation is over.
 
@@ -185,7 +216,7 @@ class Simulation:
         while True:
             if len(self.queue) and self._has_free_capacity():
                 return True
-            if not self._events:
+            if not self._has_events():
                 if len(self.queue):
                     raise PolicyError(
                         f"Policy '{self.policy.name}' left {len(self.queue)} ready tasks waiting on an idle cluster"
@@ -204,10 +235,8 @@ class Simulation:
         jobs = self.jobs
         remove = self.queue.remove
         now = self.now
-        events = self._events
-        push = heapq.heappush
+        times, finishing = self._finish_times, self._finishing
         n_nodes = len(free_c)
-        seq = self._seq
         for t, node in decisions:
             js = jobs.get(t.job)
             task = t.task
@@ -229,10 +258,14 @@ class Simulation:
             if js.start is not None:
                 js.start[task] = now
                 js.node[task] = node
-            seq += 1
-            push(events, (now + js.actual[task], _FINISH, seq, js, task, node))
-        self._seq = seq
-        self.decisions += len(decisions)
+            self.decisions += 1
+            end = now + js.actual[task]
+            same_end = finishing.get(end)
+            if same_end is None:
+                finishing[end] = [(js, task, node)]
+                heapq.heappush(times, end)
+            else:
+                same_end.append((js, task, node))
 
     def run(self) -> SimResult:
         """Run to completion with the policy and return the metrics.
@@ -246,19 +279,25 @@ class Simulation:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._run(wall)
+            if type(self.policy).schedule is SchedulingPolicy.schedule:
+                self._run_list_scheduling()
+            else:
+                self._run()
         finally:
             if gc_was_enabled:
                 gc.enable()
+        if len(self.queue):
+            raise PolicyError(
+                f"Policy '{self.policy.name}' left {len(self.queue)} ready tasks waiting on an idle cluster"
+            )
+        return compute_result(self, time.perf_counter() - wall)
 
-    def _run(self, wall: float) -> SimResult:
-        policy = self.policy
+    def _run(self) -> None:
+        """The event loop for any policy: `schedule` after each batch of events, then `apply`."""
         queue = self.queue
-        events = self._events
         free_cpus = self.nodes.free_cpus
         clock = time.perf_counter
-        finish, arrive, apply, schedule = self._finish, self._arrive, self.apply, policy.schedule
-        heappop = heapq.heappop
+        apply, schedule, skip = self.apply, self.policy.schedule, self._skip_to_next_event
         policy_seconds = 0.0
         calls = timed = 0
         while True:
@@ -273,35 +312,121 @@ class Simulation:
                     decisions = schedule(self)
                 if decisions:
                     apply(decisions)
-            if not events:
+            if not self._finish_times and self._next_arrival == len(self._arrivals):
                 break
-            # The next batch of simultaneous events (inlined `_skip_to_next_event`: the hot loop).
-            when = events[0][0]
-            self.now = when
-            while events and events[0][0] == when:
-                _, kind, _, a, b, c = heappop(events)
-                if kind == _FINISH:
-                    finish(a, b, c)
-                else:
-                    arrive(a)
+            skip()
         self.policy_seconds += policy_seconds * (calls / timed) if timed else 0.0
-        if len(queue):
-            raise PolicyError(
-                f"Policy '{policy.name}' left {len(queue)} ready tasks waiting on an idle cluster"
-            )
-        return compute_result(self, time.perf_counter() - wall)
 
-    def _skip_to_next_event(self) -> None:
-        events = self._events
-        when = events[0][0]
-        self.now = when
-        finish = self._finish
-        while events and events[0][0] == when:
-            _, kind, _, a, b, c = heapq.heappop(events)
-            if kind == _FINISH:
-                finish(a, b, c)
+    def _run_list_scheduling(self) -> None:
+        """`_run` for a policy that keeps the default `schedule` (list scheduling in queue order): the queue
+        carries it out itself (`ReadyQueue.start_in_order`: the same decisions without a `schedule` call or a
+        walk through generators), and `apply`, `_skip_to_next_event`, `_finish`, `_make_ready` are inlined.
+        """
+        policy = self.policy
+        queue = self.queue
+        jobs, finished = self.jobs, self.finished
+        nodes = self.nodes
+        free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
+        start_in_order = queue.start_in_order
+        push_ready = queue.push
+        update_job = queue.update_job if queue.by_job else None
+        place = None if type(policy).place is SchedulingPolicy.place else policy.place
+        scan_limit = policy.scan_limit
+        record = self.record
+        arrive = self._arrive
+        arrivals, times, finishing = self._arrivals, self._finish_times, self._finishing
+        n_arrivals = len(arrivals)
+        next_arrival = arrivals[self._next_arrival].arrival if self._next_arrival < n_arrivals else None
+        clock = time.perf_counter
+        heappop, heappush = heapq.heappop, heapq.heappush
+        policy_seconds = 0.0
+        calls = timed = 0
+        ready_seq = self._ready_seq
+        now = self.now
+        most = max(free_c)  # kept equal to max(free_c)
+        while True:
+            if queue._size and most > EPS and most + EPS >= 2 * EPS:
+                calls += 1
+                if calls & 7 == 1:  # time one round in eight: the clock costs as much as a decision
+                    timed += 1
+                    t0 = clock()
+                    started, most = start_in_order(nodes, most, scan_limit, place)
+                    policy_seconds += clock() - t0
+                else:
+                    started, most = start_in_order(nodes, most, scan_limit, place)
+                for task, node in started:  # `apply` without its checks: the queue only starts what fits
+                    js = jobs[task.job]
+                    t = task.task
+                    js.status[t] = TASK_RUNNING
+                    if record:
+                        js.start[t] = now
+                        js.node[t] = node
+                    end = now + js.actual[t]
+                    same_end = finishing.get(end)
+                    if same_end is None:
+                        finishing[end] = [(js, t, node)]
+                        heappush(times, end)
+                    else:
+                        same_end.append((js, t, node))
+                self.decisions += len(started)
+            # The next batch of simultaneous events: arrivals first, then finishes in start order.
+            if times:
+                when = times[0]
+                if next_arrival is not None and next_arrival <= when:
+                    when = next_arrival
+            elif next_arrival is not None:
+                when = next_arrival
             else:
-                self._arrive(a)
+                break
+            self.now = now = when
+            if next_arrival == when:
+                self._ready_seq = ready_seq
+                i = self._next_arrival
+                while i < n_arrivals and arrivals[i].arrival == when:
+                    self._next_arrival = i + 1
+                    arrive(arrivals[i])
+                    i += 1
+                next_arrival = arrivals[i].arrival if i < n_arrivals else None
+                ready_seq = self._ready_seq
+                if not times or times[0] != when:
+                    continue
+            heappop(times)
+            for js, t, node in finishing.pop(when):  # `_finish`, inlined
+                cpus = js.cpus
+                old = free_c[node]
+                free_c[node] = free = old + cpus[t]
+                if free > most:
+                    most = free
+                elif free < old and old == most:  # (a negative request, which validation rejects)
+                    most = max(free_c)
+                free_m[node] += js.memory[t]
+                free_g[node] += js.gpus[t]
+                js.status[t] = TASK_DONE
+                self.completions += 1
+                if record:
+                    js.end[t] = now
+                js.remaining_work -= js.pred[t] * cpus[t]
+                js.remaining_tasks -= 1
+                kids_ptr = js.kids_ptr
+                lo, hi = kids_ptr[t], kids_ptr[t + 1]
+                if lo < hi:
+                    pending, kids, status = js.pending, js.kids, js.status
+                    for k in range(lo, hi):
+                        c = kids[k]
+                        left = pending[c] - 1
+                        pending[c] = left
+                        if left == 0:  # `_make_ready`, inlined
+                            ready_seq += 1
+                            status[c] = TASK_READY
+                            push_ready(ReadyTask(js.id, c, cpus[c], js.memory[c], js.gpus[c], js.pred[c], now,
+                                                 ready_seq, js.priority), js)
+                if js.remaining_tasks == 0:
+                    js.finish = now
+                    finished[js.id] = jobs.pop(js.id)
+                elif update_job is not None:
+                    update_job(js)
+        self._ready_seq = ready_seq
+        self.policy_seconds += policy_seconds * (calls / timed) if timed else 0.0
 
 
 def simulate(workload: Workload, cluster: Cluster, policy: SchedulingPolicy, seed: int = 0,
