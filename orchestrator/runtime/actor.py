@@ -32,7 +32,7 @@ from .state import RetryPolicy, RunState, RuntimeState
 
 log = logging.getLogger("orchestrator.runtime")
 
-_execute_remote = ray.remote(num_returns=2, max_retries=0)(execute)
+_execute_remote = ray.remote(max_retries=0)(execute)  # one object: (value, packed report)
 
 
 @dataclass
@@ -41,8 +41,7 @@ class _Attempt:
     index: int
     attempt: int
     node: int
-    value_ref: Any
-    report_ref: Any
+    ref: Any  # the attempt's object: (value, packed report); children take the value from it
     started: float
     deadline: float | None
 
@@ -144,7 +143,7 @@ class Orchestrator:
             default_duration=cfg.default_duration, ahead=cfg.dispatch_ahead, ahead_max_s=cfg.dispatch_ahead_max_s,
         )
         self.state.node_filter = self._nodes_offering
-        self.running: dict[Any, _Attempt] = {}  # report ref -> attempt
+        self.running: dict[Any, _Attempt] = {}  # attempt object ref -> attempt
         self._by_task: dict[tuple[str, int], _Attempt] = {}
         self._value_refs: dict[tuple[str, int], Any] = {}  # results of finished tasks, for their children
         self._options_cache: dict[tuple, Any] = {}
@@ -209,7 +208,7 @@ class Orchestrator:
             for i in running:
                 att = self._by_task.get((run_id, i))
                 if att is not None:
-                    ray.cancel(att.value_ref, force=True)
+                    ray.cancel(att.ref, force=True)
         self._done.put(None)
         return True
 
@@ -403,7 +402,7 @@ class Orchestrator:
             # Resumed run: the parent's result was persisted before the restart.
             result_ref = run.result_refs[i]
             value = self.store.load_result(result_ref) if result_ref else None
-            ref = self._value_refs[(run.run_id, i)] = ray.put(value)
+            ref = self._value_refs[(run.run_id, i)] = ray.put((value, None))
         return ref
 
     def _dispatch(self, now: float) -> None:
@@ -442,21 +441,24 @@ class Orchestrator:
             payload.attempt = run.attempts[i]
             parents = [self._parent_value(run, name) for name in payload.ref_names]
             opts = self._options(*launch.resources, d.node)
-            value_ref, report_ref = opts.remote(pack(payload.as_tuple()), *parents)
+            ref = opts.remote(pack(payload.as_tuple()), *parents)
             # A task dispatched ahead gets its deadline when it takes a slot (`_start_clocks`).
             deadline = now + spec.timeout if spec.timeout and i not in run.ahead else None
-            att = _Attempt(run, i, run.attempts[i], d.node, value_ref, report_ref, now, deadline)
-            self.running[report_ref] = att
+            att = _Attempt(run, i, run.attempts[i], d.node, ref, now, deadline)
+            self.running[ref] = att
             self._by_task[(run.run_id, i)] = att
         self.timing["submit"] += time.perf_counter() - t2
         self.metrics.started(len(decisions))
 
-    def _complete(self, att: _Attempt, now: float, report: AttemptReport | None = None) -> None:
+    def _complete(self, att: _Attempt, now: float, outcome: tuple | None = None) -> None:
+        """An attempt ended; `outcome` is its (value, packed report), or None to fetch it here (and name the
+        cause if it is lost)."""
         run, i = att.run, att.index
-        self.running.pop(att.report_ref, None)
+        self.running.pop(att.ref, None)
         self._by_task.pop((run.run_id, i), None)
         try:
-            report = report_from(ray.get(att.report_ref) if report is None else report)
+            value, packed = ray.get(att.ref) if outcome is None else outcome
+            report = report_from(packed)
         except TaskCancelledError:
             self.state.failed(run, i, att.node, "cancelled", now, retryable=False)
             self._execution(att, "cancelled", now, error="cancelled")
@@ -473,14 +475,9 @@ class Orchestrator:
         if report.ok:
             result_ref = None
             if report.has_value:
-                try:
-                    value = ray.get(att.value_ref)
-                except RayError as exc:  # the value was produced but its object is gone (node lost)
-                    self.state.failed(run, i, att.node, f"result lost: {exc}", now, system=True)
-                    return
                 # Persisted so that a resumed run can hand it to the children (small: inline; large: a file).
                 result_ref = self.store.save_result(run.run_id, run.dag.ids[i], value)
-            self._value_refs[(run.run_id, i)] = att.value_ref
+            self._value_refs[(run.run_id, i)] = att.ref
             self._launches.pop((run.run_id, i), None)
             self.state.succeeded(run, i, att.node, result_ref, now)
             self._execution(att, "succeeded", now, report=report)
@@ -527,8 +524,8 @@ class Orchestrator:
         self._start_clocks(now)
         for att in [a for a in self.running.values() if a.deadline is not None and a.deadline <= now]:
             spec = att.run.specs[att.index]
-            ray.cancel(att.value_ref, force=True)
-            self.running.pop(att.report_ref, None)
+            ray.cancel(att.ref, force=True)
+            self.running.pop(att.ref, None)
             self._by_task.pop((att.run.run_id, att.index), None)
             msg = f"Task '{spec.id}' timed out after {spec.timeout:g} s (attempt {att.attempt})"
             outcome = self.state.failed(att.run, att.index, att.node, msg, now)
@@ -598,17 +595,17 @@ class Orchestrator:
                 run.attempts[i] = att.attempt
                 self.nodes.reserve(att.node, float(run.dag.cpus[i]), float(run.dag.memory[i]),
                                    float(run.dag.gpus[i]))
-                kept[att.report_ref] = att
+                kept[att.ref] = att
         for ref, att in self.running.items():
             if ref not in kept:
-                ray.cancel(att.value_ref, force=True)  # its start was never recorded
+                ray.cancel(att.ref, force=True)  # its start was never recorded
         self.running = kept
         self._by_task = {(a.run.run_id, a.index): a for a in kept.values()}
         self._needs_resync = False
         self._flush()
 
     def _gather(self, wait: float) -> tuple[list, list]:
-        """The report refs of finished attempts and their reports (None where fetching failed).
+        """The object refs of finished attempts and their outcomes (None where fetching failed).
 
         Blocks in `ray.wait` (without the GIL) until the first attempt finishes, a retry falls due, a timeout
         must be checked, or something is submitted or cancelled (a None in `_done`). Completions are not taken

@@ -260,15 +260,16 @@ def unpack(data: bytes) -> tuple:
     return marshal.loads(data[1:]) if data[:1] == b"m" else pickle.loads(data[1:])
 
 
-def execute(payload: bytes, *parent_results: Any) -> tuple[Any, bytes]:
-    """The body of the Ray task (see `actor.py`, which wraps it with `ray.remote(num_returns=2)`): takes
-    `pack(TaskPayload.as_tuple())`, returns (value, `pack(AttemptReport.as_tuple())`); `report_from` rebuilds
+def execute(payload: bytes, *parent_outcomes: tuple) -> tuple[Any, bytes]:
+    """The body of the Ray task (see `actor.py`): takes `pack(TaskPayload.as_tuple())` and the parents' outcomes,
+    returns its own outcome as one object, (value, `pack(AttemptReport.as_tuple())`); `report_from` rebuilds
     the report."""
-    value, report = run_attempt(TaskPayload(*unpack(payload)), *parent_results)
+    value, report = run_attempt(TaskPayload(*unpack(payload)), *(o[0] for o in parent_outcomes))
     report.node_id = current_node_id()
     sys.stdout.flush()
     return value, pack(report.as_tuple())
 
 
 def report_from(values: bytes | AttemptReport) -> AttemptReport:
+    """The report of an attempt from its packed form."""
     return values if isinstance(values, AttemptReport) else AttemptReport(*unpack(values))
