@@ -275,7 +275,7 @@ class Store:
     def _update_tasks(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
         """Apply the planned task updates (one row per task); returns how many rows matched their guard."""
         if self.dialect != "postgresql":
-            return conn.exec_driver_sql(_TASK_UPDATE_SQL, rows).rowcount
+            return _sqlite_executemany(conn, _TASK_UPDATE_SQL, rows)
         columns = [list(column) for column in zip(*rows)]
         for index in (6, 7, 8, 9):  # times: one array type even if a caller passed an int
             columns[index] = [None if v is None else float(v) for v in columns[index]]
@@ -370,8 +370,8 @@ class Store:
             finally:
                 cursor.close()
         else:
-            conn.exec_driver_sql(
-                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
+            _sqlite_executemany(
+                conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", rows)
 
     def _sql(self, text: str) -> str:
         """Driver SQL written with ? placeholders, in the dialect's parameter style."""
@@ -748,6 +748,18 @@ class Store:
 
 
 # ---------------------------------------------------------------------- pure helpers
+
+
+def _sqlite_executemany(conn: sa.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> int:
+    """executemany on the connection's own sqlite3 cursor, inside its transaction: the hot path of every
+    orchestrator iteration, where SQLAlchemy's statement bookkeeping costs more than the insert itself.
+    Returns the rows changed."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+        return cursor.rowcount
+    finally:
+        cursor.close()
 
 
 def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], stored_workflows: dict[str, str],
