@@ -484,3 +484,28 @@ def test_api_keys_verify_and_revoke(store):
     new_key = store.create_api_key("ci", "admin")  # the name is free again
     assert store.verify_api_key(new_key).role == "admin" and new_key != key
     assert [(k.name, k.active) for k in store.list_api_keys(include_revoked=True)] == [("ci", False), ("ci", True)]
+
+
+def test_sqlite_wal_is_checkpointed_in_the_background_not_at_commit(tmp_path):
+    """Commits never checkpoint (no fsync stall inside the orchestrator's write); the checkpointer thread copies
+    committed data into the database file on its own, and the file alone then holds it."""
+    import sqlite3
+    import time
+
+    store = Store.open(None, data_dir=tmp_path)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+        before = store._checkpointer.checkpoints
+        run_id = store.create_workflow(diamond(), "fifo")
+        deadline = time.time() + 10
+        while store._checkpointer.checkpoints < before + 2 and time.time() < deadline:
+            time.sleep(0.1)
+        # immutable=1 ignores the WAL: only what was checkpointed into the file is visible.
+        db = sqlite3.connect(f"file:{tmp_path / 'state.db'}?mode=ro&immutable=1", uri=True)
+        try:
+            assert db.execute("SELECT count(*) FROM tasks WHERE run_id = ?", (run_id,)).fetchone()[0] == 4
+        finally:
+            db.close()
+    finally:
+        store.close()

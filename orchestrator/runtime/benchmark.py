@@ -82,7 +82,10 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
         import subprocess
 
         subprocess.Popen(os.environ["ORCHESTRATOR_PROFILE_ACTOR"].format(pid=info["pid"]), shell=True)
-    _raw_ray(layered_dag(2 * slots, width=slots, task_seconds=task_seconds))  # warm the workers
+    # Warm both paths: the workers start, and import the executor once each.
+    warm = layered_dag(4 * slots, width=slots, task_seconds=task_seconds)
+    _raw_ray(warm)
+    wait_for(handle, [ray.get(handle.submit.remote(warm))])
     raw_times, orch_times, run_ids = [], [], []
     for _ in range(repeats):
         raw_times.append(_raw_ray(wf))

@@ -94,6 +94,9 @@ def _configure_sqlite(engine: Engine) -> None:
         # only a power loss or OS crash can drop the last commits. FULL also fsyncs every commit (about 2.5 ms
         # each here); set ORCHESTRATOR_SQLITE_SYNC=FULL for that.
         cursor.execute(f"PRAGMA synchronous={SQLITE_SYNC}")
+        # Checkpoints (copying the WAL into the database file, with an fsync) run in `WalCheckpointer`'s
+        # thread, not inside whichever commit crosses the WAL size limit: that commit would stall for the fsync.
+        cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -171,3 +174,38 @@ def json_dumps(value: Any) -> str:
 
 
 _ENCODER = json.JSONEncoder(allow_nan=False, default=_json_default, separators=(",", ":"))
+
+
+class WalCheckpointer:
+    """Checkpoints an SQLite database's write-ahead log from a background thread, every `every_s` seconds
+    (PASSIVE: never blocks a writer), and once more when stopped. The last connection to close also
+    checkpoints, as SQLite always does."""
+
+    def __init__(self, engine: Engine, every_s: float = 1.0):
+        import threading
+
+        self.engine = engine
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self.checkpoints = 0
+        self.errors = 0
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
+        self._thread.start()
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            self.checkpoints += 1
+        except Exception:  # noqa: BLE001 - busy or closing: the next round (or the last close) checkpoints
+            self.errors += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.checkpoint()
+
+    def stop(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(timeout=10)
+            self.checkpoint()

@@ -28,7 +28,15 @@ from ..errors import InvalidTransitionError, StoreError
 from ..model import Workflow
 from ..states import TERMINAL_TASK_STATUSES, TaskStatus, WorkflowStatus, task_transition, workflow_transition
 from . import results as result_codec
-from .database import OUTBOX_LOCK_KEY, create_engine, json_dumps, mask_url, parse_url, upgrade_to_head
+from .database import (
+    OUTBOX_LOCK_KEY,
+    WalCheckpointer,
+    create_engine,
+    json_dumps,
+    mask_url,
+    parse_url,
+    upgrade_to_head,
+)
 from .records import (
     ApiKeyRecord,
     Change,
@@ -139,6 +147,7 @@ class Store:
         self.dialect: str = engine.dialect.name  # "sqlite" | "postgresql"
         self.data_dir = data_dir
         self.storage_dir = storage_dir
+        self._checkpointer = WalCheckpointer(engine) if self.dialect == "sqlite" else None
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -173,6 +182,8 @@ class Store:
         return cls(engine, parsed, data, storage)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         self.engine.dispose()
 
     def __enter__(self) -> Store:
