@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..errors import OrchestratorError
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 200)  # full tables when piped
 
 ADDRESS = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray)")
 DATA_DIR = typer.Option(None, "--data-dir", help="Folder of the embedded store (default .orchestrator or "
