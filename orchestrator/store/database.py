@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
@@ -165,7 +166,14 @@ def _finite(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> str:
-    """The store's JSON encoder: numpy values become lists/numbers, NaN and infinities become null."""
+    """The store's JSON encoder: numpy values become lists/numbers, NaN and infinities become null.
+
+    orjson first (an order of magnitude faster: every state change writes an event payload); the standard
+    library for what it refuses (e.g. integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        pass
     try:
         return _ENCODER.encode(value)
     except ValueError:
@@ -174,6 +182,7 @@ def json_dumps(value: Any) -> str:
 
 
 _ENCODER = json.JSONEncoder(allow_nan=False, default=_json_default, separators=(",", ":"))
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 class WalCheckpointer:
