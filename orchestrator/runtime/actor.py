@@ -222,7 +222,7 @@ class Orchestrator:
             run = self.state.by_run.get(run_id)
             if run is not None:
                 return {"run_id": run_id, "name": run.name, "status": run.wf_status.value,
-                        "counts": run.counts(), "total": run.dag.n}
+                        "counts": run.counts(), "total": run.dag.n, "error": run.error}
         rec = self.store.get_workflow(run_id)
         counts = self.store.task_counts(run_id)
         return {"run_id": run_id, "name": rec.name, "status": rec.status.value, "counts": counts,
@@ -233,14 +233,15 @@ class Orchestrator:
         thread sleeps until the run ends."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._run_ended:
-            while True:
-                run = self.state.by_run.get(run_id)
-                if run is None or run.wf_status.terminal:
-                    break
+            run = self.state.by_run.get(run_id)
+            while run is not None and not run.wf_status.terminal:
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._run_ended.wait(min(remaining, 1.0))
+            if run is not None:  # tracked here: its final counts are in memory, no need to read the store
+                return {"run_id": run_id, "name": run.name, "status": run.wf_status.value, "counts": run.counts(),
+                        "total": run.dag.n, "error": run.error}
         return self.progress(run_id)
 
     def stats(self) -> dict:

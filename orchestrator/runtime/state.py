@@ -89,6 +89,7 @@ class RunState:
         self.result_refs: list[str | None] = [None] * dag.n
         self.wf_status = WorkflowStatus.PENDING
         self.cancel_requested = False
+        self.error: str | None = None  # why the run failed or was cancelled
         self.ahead: set[int] = set()  # tasks dispatched ahead: queued at their node, not yet holding a slot
 
     def ids(self, indices) -> list[str]:
@@ -210,6 +211,7 @@ class RuntimeState:
     def _move_run(self, run: RunState, new: WorkflowStatus, error: str | None = None) -> None:
         workflow_transition(run.wf_status, new)
         run.wf_status = new
+        run.error = error
         self.changes.append(WorkflowChange(run.run_id, new, error=error, at=self.now))
 
     def _policy_view(self, name: str) -> _PolicyView:
