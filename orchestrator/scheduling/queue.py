@@ -8,7 +8,7 @@ order only sorts what is actually looked at.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from heapq import heapify, heappop, heappush, merge
 from operator import itemgetter
 
@@ -18,6 +18,7 @@ from .interface import EPS, JobView, NodeView, ReadyTask, SchedulingPolicy
 
 
 _task_of = itemgetter(2)
+_cpus_of = itemgetter(0)
 
 # A push that sorts after everything (e.g. FIFO: keys in ready order) is appended to the front while the heap is
 # empty and the front shorter than this; the front never grows past _FRONT_SPILL (its upper half then goes back
@@ -113,57 +114,6 @@ def _first_fit(task: ReadyTask, free_c: list[float], free_m: list[float], free_g
     return None
 
 
-def _walk(tasks: _OrderedTasks, nodes: NodeView, most: float, misses: int, scan_limit: int, place,
-          started: list) -> tuple[float, int, bool]:
-    """List scheduling over one ordered list (see `ReadyQueue.start_in_order`), continuing from `most` (the
-    largest free cpu count) and `misses`. Returns the new (most, misses, done); done: the scan stopped (cluster
-    full, or `scan_limit` tasks fitted nowhere)."""
-    front, heap, dead = tasks.front, tasks.heap, tasks.dead
-    free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
-    n = len(free_c)
-    limit = most + EPS  # a task needing more cpus than this fits nowhere
-    i = 0
-    while True:
-        if i == len(front):  # walked past everything sorted so far: the next entry comes off the heap
-            if not heap:
-                return most, misses, False
-            entry = heappop(heap)
-            if dead and entry[1] in dead:
-                dead.discard(entry[1])
-                continue
-            front.append(entry)
-        task = front[i][2]
-        node = None
-        if task.cpus <= limit:
-            if place is None:  # first fit, inline
-                c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
-                allowed = task.allowed
-                for k in range(n):
-                    if free_c[k] >= c and free_m[k] >= m and free_g[k] >= g and (allowed is None or k in allowed):
-                        node = k
-                        break
-            else:
-                node = place(task, nodes, free_c, free_m, free_g)
-        if node is None:
-            i += 1
-            misses += 1
-            if misses >= scan_limit:
-                return most, misses, True
-            continue
-        del front[i]
-        tasks.size -= 1
-        old = free_c[node]
-        free_c[node] = left = old - task.cpus
-        free_m[node] -= task.memory
-        free_g[node] -= task.gpus
-        started.append((task, node))
-        if old >= most or left > most:  # the fullest-free node shrank (or a negative request grew one)
-            most = max(free_c)
-        limit = most + EPS
-        if limit < 2 * EPS:
-            return most, misses, True
-
-
 def _head(tasks: _OrderedTasks, i: int) -> tuple | None:
     """The entry at walk position i of an ordered list (moving it from the heap to the front), None at the end."""
     front = tasks.front
@@ -182,7 +132,8 @@ def _head(tasks: _OrderedTasks, i: int) -> tuple | None:
 
 def _walk_merged(sources: list[_OrderedTasks], nodes: NodeView, most: float, scan_limit: int, place,
                  started: list) -> float:
-    """`_walk` over several ordered lists merged into one order (a flat queue's cpu classes); returns `most`."""
+    """List scheduling (as in `ReadyQueue.list_scheduler`) over several ordered lists merged into one order (a
+    flat queue's cpu classes); returns the new `most`."""
     free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
     limit = most + EPS
     pos = [0] * len(sources)
@@ -235,6 +186,7 @@ class ReadyQueue:
         self.by_job = policy.orders_jobs
         self._task_key = policy.task_key
         self._classes: dict[float, _OrderedTasks] = {}  # cpus request -> its ready tasks (flat queues)
+        self._by_cpus: list[tuple[float, _OrderedTasks]] = []  # the same, sorted by cpus request
         self._jobs: SortedList = SortedList()  # (job_key, job_id) of jobs with ready tasks
         self._job_key: dict[int, tuple] = {}
         self._job_tasks: dict[int, _OrderedTasks] = {}
@@ -251,6 +203,7 @@ class ReadyQueue:
             cls = self._classes.get(task.cpus)
             if cls is None:
                 cls = self._classes[task.cpus] = _OrderedTasks()
+                self._by_cpus = sorted(self._classes.items(), key=_cpus_of)
             front = cls.front  # `_OrderedTasks.push`, inlined
             if front and entry < front[-1]:
                 insort(front, entry)
@@ -336,41 +289,105 @@ class ReadyQueue:
     def __iter__(self) -> Iterator[ReadyTask]:
         return self.iter()
 
-    def start_in_order(self, nodes: NodeView, most: float, scan_limit: int,
-                       place) -> tuple[list[tuple[ReadyTask, int]], float]:
-        """The default `SchedulingPolicy.schedule` (list scheduling) fused with removing what it starts.
+    def list_scheduler(self, nodes: NodeView, scan_limit: int,
+                       place) -> Callable[[float], tuple[list[tuple[ReadyTask, int]], float]]:
+        """The default `SchedulingPolicy.schedule` (list scheduling) fused with removing what it starts, as a
+        function `start(most)` bound to the engine's nodes (the simulator calls it once per batch of events).
 
-        Walks the ready tasks exactly as `schedule(state)` walks `iter(limit)` and reserves each started task
-        directly on `nodes`' free lists. `most` is `max(nodes.free_cpus)` (> EPS); `place` is the policy's
-        `place`, or None for the default first fit. Returns the (task, node) pairs in order, and the new
-        `max(nodes.free_cpus)`: the same decisions, free resources and queue contents as `schedule` then
+        `start(most)` walks the ready tasks exactly as `schedule(state)` walks `iter(limit)` and reserves each
+        started task directly on `nodes`' free lists. `most` is `max(nodes.free_cpus)` (> EPS); `place` is the
+        policy's `place`, or None for the default first fit. It returns the (task, node) pairs in order and the
+        new `max(nodes.free_cpus)`: the same decisions, free resources and queue contents as `schedule` then
         `remove` of each, without the iterator chain, the tentative copies and a second pass.
         """
-        started: list[tuple[ReadyTask, int]] = []
-        if self.by_job:
-            job_tasks, job_key, jobs = self._job_tasks, self._job_key, self._jobs
+        free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
+        node_range = range(len(free_c))
+        classes, by_job = self._classes, self.by_job
+        job_tasks, job_key, jobs = self._job_tasks, self._job_key, self._jobs
+        two_eps = 2 * EPS
+
+        def start(most: float) -> tuple[list[tuple[ReadyTask, int]], float]:
+            started: list[tuple[ReadyTask, int]] = []
+            if by_job:
+                order = [(job_tasks[job_id], job_id) for _, job_id in jobs]
+            elif len(classes) == 1:
+                order = [(tasks, None) for tasks in classes.values()]
+            else:  # as `iter(max_cpus=most + EPS)`: only the cpu classes that can fit
+                cutoff = most + EPS + 1e-9
+                first = sources = None
+                for cpus, tasks in self._by_cpus:
+                    if cpus > cutoff:
+                        break
+                    if tasks.size:
+                        if first is None:
+                            first = tasks
+                        elif sources is None:
+                            sources = [first, tasks]
+                        else:
+                            sources.append(tasks)
+                if sources is not None:
+                    most = _walk_merged(sources, nodes, most, scan_limit, place, started)
+                    self._size -= len(started)
+                    return started, most
+                if first is None:
+                    return started, most
+                order = ((first, None),)
+            limit = most + EPS  # a task needing more cpus than this fits nowhere
             misses = 0
-            for entry in list(jobs):
-                job_id = entry[1]
-                tasks = job_tasks[job_id]
-                most, misses, done = _walk(tasks, nodes, most, misses, scan_limit, place, started)
-                if not tasks.size:
+            done = False
+            for tasks, job_id in order:
+                front, heap, dead = tasks.front, tasks.heap, tasks.dead
+                i = 0
+                while True:
+                    if i == len(front):  # walked past everything sorted so far: the next entry is off the heap
+                        if not heap:
+                            break
+                        entry = heappop(heap)
+                        if dead and entry[1] in dead:
+                            dead.discard(entry[1])
+                            continue
+                        front.append(entry)
+                    task = front[i][2]
+                    node = None
+                    if task.cpus <= limit:
+                        if place is None:  # first fit, inline
+                            c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+                            allowed = task.allowed
+                            for k in node_range:
+                                if free_c[k] >= c and free_m[k] >= m and free_g[k] >= g and (
+                                        allowed is None or k in allowed):
+                                    node = k
+                                    break
+                        else:
+                            node = place(task, nodes, free_c, free_m, free_g)
+                    if node is None:
+                        i += 1
+                        misses += 1
+                        if misses >= scan_limit:
+                            done = True
+                            break
+                        continue
+                    del front[i]
+                    tasks.size -= 1
+                    old = free_c[node]
+                    free_c[node] = left = old - task.cpus
+                    free_m[node] -= task.memory
+                    free_g[node] -= task.gpus
+                    started.append((task, node))
+                    if old >= most or left > most:  # the node with the most free shrank (or a negative request)
+                        most = max(free_c)
+                        limit = most + EPS
+                        if limit < two_eps:  # no cpu left anywhere (a zero-cpu task waits for the next round)
+                            done = True
+                            break
+                if job_id is not None and not tasks.size:
                     jobs.remove(job_key.pop(job_id))
                 if done:
                     break
-        else:
-            classes = self._classes
-            if len(classes) == 1:
-                sources = list(classes.values())
-            else:  # as `iter(max_cpus=most + EPS)`: only the classes that can fit
-                cutoff = most + EPS + 1e-9
-                sources = [c for cpus, c in classes.items() if c.size and cpus <= cutoff]
-            if len(sources) == 1:
-                most = _walk(sources[0], nodes, most, 0, scan_limit, place, started)[0]
-            elif sources:
-                most = _walk_merged(sources, nodes, most, scan_limit, place, started)
-        self._size -= len(started)
-        return started, most
+            self._size -= len(started)
+            return started, most
+
+        return start
 
     def _iter_by_job(self) -> Iterator[ReadyTask]:
         job_tasks = self._job_tasks

@@ -10,10 +10,11 @@ from __future__ import annotations
 import gc
 import heapq
 import time
+from functools import cached_property
 
 import numpy as np
 
-from ..dag import analyse
+from ..dag import DagAnalysis, analyse
 from ..errors import PolicyError, SimulationError
 from ..scheduling.interface import (
     EPS,
@@ -35,9 +36,9 @@ from .workload import Job, Workload
 class JobState:
     """An active job as the policy sees it (satisfies `JobView`)."""
 
-    __slots__ = ("id", "name", "family", "arrival", "priority", "dag", "predicted", "analysis", "status",
+    __slots__ = ("id", "name", "family", "arrival", "priority", "dag", "predicted", "status",
                  "remaining_work", "remaining_tasks", "finish", "job", "pending", "cpus", "memory", "gpus",
-                 "actual", "pred", "kids_ptr", "kids", "start", "end", "node")
+                 "actual", "pred", "kids", "start", "end", "node", "__dict__")  # __dict__: for `analysis`
 
     def __init__(self, job: Job, record: bool, dag_lists: tuple | None = None):
         dag = job.dag
@@ -48,15 +49,14 @@ class JobState:
         self.priority = job.priority
         self.dag = dag
         self.job = job
-        self.predicted = job.predicted
-        self.analysis = analyse(dag, job.predicted)
+        self.predicted = job.predicted  # `analysis` is computed when first read
         self.status = bytearray(dag.n)  # TASK_* codes; np.frombuffer(status, np.int8) for an array view
         self.remaining_work = float((job.predicted * dag.cpus).sum())
         self.remaining_tasks = dag.n
         self.finish = float("nan")
         # Plain lists for the hot loop (numpy scalar access is slow); those of the DAG are read-only, so jobs of
-        # one DAG may share them (`dag_lists`, from `dag_lists()`).
-        in_degree, self.cpus, self.memory, self.gpus, self.kids_ptr, self.kids = dag_lists or _dag_lists(dag)
+        # one DAG may share them (`dag_lists`, from `_dag_lists()`).
+        in_degree, self.cpus, self.memory, self.gpus, self.kids = dag_lists or _dag_lists(dag)
         self.pending = in_degree.copy()
         self.actual = job.actual.tolist()
         self.pred = job.predicted.tolist()
@@ -67,11 +67,18 @@ class JobState:
         else:
             self.start = self.end = self.node = None
 
+    @cached_property
+    def analysis(self) -> DagAnalysis:
+        """The DAG analysis on predicted durations, computed on first use (FIFO, for one, never reads it)."""
+        return analyse(self.dag, self.predicted)
 
-def _dag_lists(dag) -> tuple[list, list, list, list, list, list]:
-    """A DAG's arrays as the plain lists a `JobState` reads: in-degree, cpus, memory, gpus, children CSR."""
+
+def _dag_lists(dag) -> tuple[list, list, list, list, list]:
+    """A DAG's arrays as the plain lists a `JobState` reads: in-degree, cpus, memory, gpus, and the children
+    of each task."""
+    ptr, children = dag.children_ptr.tolist(), dag.children.tolist()
     return (dag.in_degree.tolist(), dag.cpus.tolist(), dag.memory.tolist(), dag.gpus.tolist(),
-            dag.children_ptr.tolist(), dag.children.tolist())
+            list(map(children.__getitem__, map(slice, ptr, ptr[1:]))))
 
 
 class Simulation:
@@ -171,12 +178,10 @@ class Simulation:
         js.remaining_work -= js.pred[t] * js.cpus[t]
         js.remaining_tasks -= 1
         pending = js.pending
-        kids = js.kids
-        lo, hi = js.kids_ptr[t], js.kids_ptr[t + 1]
-        if lo < hi:
+        kids = js.kids[t]
+        if kids:
             make_ready = self._make_ready
-            for k in range(lo, hi):
-                c = kids[k]
+            for c in kids:
                 left = pending[c] - 1
                 pending[c] = left
                 if left == 0:
@@ -319,7 +324,7 @@ class Simulation:
 
     def _run_list_scheduling(self) -> None:
         """`_run` for a policy that keeps the default `schedule` (list scheduling in queue order): the queue
-        carries it out itself (`ReadyQueue.start_in_order`: the same decisions without a `schedule` call or a
+        carries it out itself (`ReadyQueue.list_scheduler`: the same decisions without a `schedule` call or a
         walk through generators), and `apply`, `_skip_to_next_event`, `_finish`, `_make_ready` are inlined.
         """
         policy = self.policy
@@ -327,11 +332,11 @@ class Simulation:
         jobs, finished = self.jobs, self.finished
         nodes = self.nodes
         free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
-        start_in_order = queue.start_in_order
-        push_ready = queue.push
-        update_job = queue.update_job if queue.by_job else None
         place = None if type(policy).place is SchedulingPolicy.place else policy.place
-        scan_limit = policy.scan_limit
+        start_tasks = queue.list_scheduler(nodes, policy.scan_limit, place)
+        push_ready = queue.push
+        new_task = ReadyTask.__new__
+        update_job = queue.update_job if queue.by_job else None
         record = self.record
         arrive = self._arrive
         arrivals, times, finishing = self._arrivals, self._finish_times, self._finishing
@@ -344,16 +349,18 @@ class Simulation:
         ready_seq = self._ready_seq
         now = self.now
         most = max(free_c)  # kept equal to max(free_c)
+        two_eps = 2 * EPS
+        decisions, completions = self.decisions, self.completions
         while True:
-            if queue._size and most > EPS and most + EPS >= 2 * EPS:
+            if queue._size and most > EPS and most + EPS >= two_eps:
                 calls += 1
                 if calls & 7 == 1:  # time one round in eight: the clock costs as much as a decision
                     timed += 1
                     t0 = clock()
-                    started, most = start_in_order(nodes, most, scan_limit, place)
+                    started, most = start_tasks(most)
                     policy_seconds += clock() - t0
                 else:
-                    started, most = start_in_order(nodes, most, scan_limit, place)
+                    started, most = start_tasks(most)
                 for task, node in started:  # `apply` without its checks: the queue only starts what fits
                     js = jobs[task.job]
                     t = task.task
@@ -368,7 +375,7 @@ class Simulation:
                         heappush(times, end)
                     else:
                         same_end.append((js, t, node))
-                self.decisions += len(started)
+                decisions += len(started)
             # The next batch of simultaneous events: arrivals first, then finishes in start order.
             if times:
                 when = times[0]
@@ -380,7 +387,7 @@ class Simulation:
                 break
             self.now = now = when
             if next_arrival == when:
-                self._ready_seq = ready_seq
+                self._ready_seq, self.decisions, self.completions = ready_seq, decisions, completions
                 i = self._next_arrival
                 while i < n_arrivals and arrivals[i].arrival == when:
                     self._next_arrival = i + 1
@@ -402,30 +409,39 @@ class Simulation:
                 free_m[node] += js.memory[t]
                 free_g[node] += js.gpus[t]
                 js.status[t] = TASK_DONE
-                self.completions += 1
+                completions += 1
                 if record:
                     js.end[t] = now
                 js.remaining_work -= js.pred[t] * cpus[t]
                 js.remaining_tasks -= 1
-                kids_ptr = js.kids_ptr
-                lo, hi = kids_ptr[t], kids_ptr[t + 1]
-                if lo < hi:
-                    pending, kids, status = js.pending, js.kids, js.status
-                    for k in range(lo, hi):
-                        c = kids[k]
+                kids = js.kids[t]
+                if kids:
+                    pending, status = js.pending, js.status
+                    for c in kids:
                         left = pending[c] - 1
                         pending[c] = left
-                        if left == 0:  # `_make_ready`, inlined
+                        if left == 0:  # `_make_ready`, inlined; `ReadyTask(...)` without the __init__ call
                             ready_seq += 1
                             status[c] = TASK_READY
-                            push_ready(ReadyTask(js.id, c, cpus[c], js.memory[c], js.gpus[c], js.pred[c], now,
-                                                 ready_seq, js.priority), js)
+                            rt = new_task(ReadyTask)
+                            rt.job = js.id
+                            rt.task = c
+                            rt.cpus = cpus[c]
+                            rt.memory = js.memory[c]
+                            rt.gpus = js.gpus[c]
+                            rt.predicted = js.pred[c]
+                            rt.ready_time = now
+                            rt.seq = ready_seq
+                            rt.priority = js.priority
+                            rt.allowed = None
+                            rt.key = ()
+                            push_ready(rt, js)
                 if js.remaining_tasks == 0:
                     js.finish = now
                     finished[js.id] = jobs.pop(js.id)
                 elif update_job is not None:
                     update_job(js)
-        self._ready_seq = ready_seq
+        self._ready_seq, self.decisions, self.completions = ready_seq, decisions, completions
         self.policy_seconds += policy_seconds * (calls / timed) if timed else 0.0
 
 

@@ -85,9 +85,13 @@ def compute_result(sim: "Simulation", wall_seconds: float) -> SimResult:
     iso = np.empty(len(jobs))
     reserved_cpu = used_cpu = reserved_mem = used_mem = 0.0
     cpu_work = np.empty(len(jobs))
+    critical_paths: dict[tuple[int, bytes], float] = {}  # jobs of one DAG with the same durations share it
     for k, js in enumerate(jobs):
         job, dag = js.job, js.dag
-        cp = analyse(dag, job.actual).critical_path_length
+        key = (id(dag), job.actual.tobytes())
+        cp = critical_paths.get(key)
+        if cp is None:
+            cp = critical_paths[key] = analyse(dag, job.actual).critical_path_length
         cpu_work[k] = float((job.actual * dag.cpus).sum())
         mem_work = float((job.actual * dag.memory).sum())
         iso[k] = max(cp, cpu_work[k] / total_cpus, mem_work / total_mem)
