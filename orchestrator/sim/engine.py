@@ -263,7 +263,6 @@ class Simulation:
             if js.start is not None:
                 js.start[task] = now
                 js.node[task] = node
-            self.decisions += 1
             end = now + js.actual[task]
             same_end = finishing.get(end)
             if same_end is None:
@@ -271,6 +270,7 @@ class Simulation:
                 heapq.heappush(times, end)
             else:
                 same_end.append((js, task, node))
+        self.decisions += len(decisions)
 
     def run(self) -> SimResult:
         """Run to completion with the policy and return the metrics.
@@ -288,21 +288,24 @@ class Simulation:
                 self._run_list_scheduling()
             else:
                 self._run()
+            if len(self.queue):
+                raise PolicyError(
+                    f"Policy '{self.policy.name}' left {len(self.queue)} ready tasks waiting on an idle cluster"
+                )
+            return compute_result(self, time.perf_counter() - wall)
         finally:
             if gc_was_enabled:
                 gc.enable()
-        if len(self.queue):
-            raise PolicyError(
-                f"Policy '{self.policy.name}' left {len(self.queue)} ready tasks waiting on an idle cluster"
-            )
-        return compute_result(self, time.perf_counter() - wall)
 
     def _run(self) -> None:
         """The event loop for any policy: `schedule` after each batch of events, then `apply`."""
         queue = self.queue
         free_cpus = self.nodes.free_cpus
         clock = time.perf_counter
-        apply, schedule, skip = self.apply, self.policy.schedule, self._skip_to_next_event
+        apply, schedule, finish, arrive = self.apply, self.policy.schedule, self._finish, self._arrive
+        arrivals, times, finishing = self._arrivals, self._finish_times, self._finishing
+        n_arrivals = len(arrivals)
+        heappop = heapq.heappop
         policy_seconds = 0.0
         calls = timed = 0
         while True:
@@ -317,9 +320,25 @@ class Simulation:
                     decisions = schedule(self)
                 if decisions:
                     apply(decisions)
-            if not self._finish_times and self._next_arrival == len(self._arrivals):
+            # The next batch of simultaneous events (inlined `_skip_to_next_event`: the hot loop).
+            i = self._next_arrival
+            if times:
+                when = times[0]
+                if i < n_arrivals and arrivals[i].arrival <= when:
+                    when = arrivals[i].arrival
+            elif i < n_arrivals:
+                when = arrivals[i].arrival
+            else:
                 break
-            skip()
+            self.now = when
+            while i < n_arrivals and arrivals[i].arrival == when:
+                self._next_arrival = i + 1
+                arrive(arrivals[i])
+                i += 1
+            if times and times[0] == when:
+                heappop(times)
+                for js, t, node in finishing.pop(when):
+                    finish(js, t, node)
         self.policy_seconds += policy_seconds * (calls / timed) if timed else 0.0
 
     def _run_list_scheduling(self) -> None:
