@@ -270,6 +270,6 @@ def execute(payload: bytes, *parent_outcomes: tuple) -> tuple[Any, bytes]:
     return value, pack(report.as_tuple())
 
 
-def report_from(values: bytes | AttemptReport) -> AttemptReport:
+def report_from(packed: bytes) -> AttemptReport:
     """The report of an attempt from its packed form."""
-    return values if isinstance(values, AttemptReport) else AttemptReport(*unpack(values))
+    return AttemptReport(*unpack(packed))

@@ -145,12 +145,7 @@ class SchedulingPolicy(ABC):
     def place(self, task: ReadyTask, nodes: NodeView, free_cpus: list[float], free_memory: list[float],
               free_gpus: list[float]) -> int | None:
         """Pick a node for a task given tentative free resources; None if it fits nowhere. Default: first fit."""
-        c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
-        allowed = task.allowed
-        for i in range(len(free_cpus)):
-            if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g and (allowed is None or i in allowed):
-                return i
-        return None
+        return first_fit(task, free_cpus, free_memory, free_gpus)
 
     def schedule(self, state: SchedulingState) -> list[Decision]:
         nodes = state.nodes
@@ -187,6 +182,17 @@ class SchedulingPolicy(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description}
+
+
+def first_fit(task: ReadyTask, free_cpus: list[float], free_memory: list[float],
+              free_gpus: list[float]) -> int | None:
+    """The first node (index) with room for the task among those it may use; None if none has."""
+    c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+    allowed = task.allowed
+    for i in range(len(free_cpus)):
+        if free_cpus[i] >= c and free_memory[i] >= m and free_gpus[i] >= g and (allowed is None or i in allowed):
+            return i
+    return None
 
 
 def iter_first(iterable: Iterable[ReadyTask], k: int) -> Iterator[ReadyTask]:

@@ -14,7 +14,7 @@ from operator import itemgetter
 
 from sortedcontainers import SortedList
 
-from .interface import EPS, JobView, NodeView, ReadyTask, SchedulingPolicy
+from .interface import EPS, JobView, NodeView, ReadyTask, SchedulingPolicy, first_fit
 
 
 _task_of = itemgetter(2)
@@ -104,16 +104,6 @@ class _OrderedTasks:
         return [e[2] for e in gone]
 
 
-def _first_fit(task: ReadyTask, free_c: list[float], free_m: list[float], free_g: list[float]) -> int | None:
-    """`SchedulingPolicy.place` (the first node that fits), as a plain function."""
-    c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
-    allowed = task.allowed
-    for i in range(len(free_c)):
-        if free_c[i] >= c and free_m[i] >= m and free_g[i] >= g and (allowed is None or i in allowed):
-            return i
-    return None
-
-
 def _head(tasks: _OrderedTasks, i: int) -> tuple | None:
     """The entry at walk position i of an ordered list (moving it from the heap to the front), None at the end."""
     front = tasks.front
@@ -151,7 +141,7 @@ def _walk_merged(sources: list[_OrderedTasks], nodes: NodeView, most: float, sca
         task = best_entry[2]
         node = None
         if task.cpus <= limit:
-            node = (_first_fit(task, free_c, free_m, free_g) if place is None
+            node = (first_fit(task, free_c, free_m, free_g) if place is None
                     else place(task, nodes, free_c, free_m, free_g))
         if node is None:
             pos[best] += 1
