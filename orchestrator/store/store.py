@@ -133,6 +133,31 @@ _WORKFLOW_UPDATE = (
 )
 
 
+# The PostgreSQL write path of `apply` (`Store._apply_pg`), as driver SQL.
+_LOCK_WORKFLOWS_PG = "SELECT run_id, status FROM workflows WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE"
+_LOCK_TASKS_PG = ("SELECT task_id, status FROM tasks WHERE run_id = %s AND task_id = ANY(%s) "
+                  "ORDER BY task_id FOR UPDATE")
+_NO_HASH_OR_MERGE_JOIN_PG = ("SELECT set_config('enable_hashjoin', 'off', true), "
+                             "set_config('enable_mergejoin', 'off', true)")
+_WORKFLOW_UPDATE_PG = (
+    "UPDATE workflows SET status = %s, error = COALESCE(%s, error), started_at = COALESCE(%s, started_at), "
+    "finished_at = COALESCE(%s, finished_at), updated_at = %s WHERE run_id = %s AND status = %s"
+)
+_INSERT_EVENT_PG = (f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+                    "VALUES (%s, %s, %s, CAST(%s AS jsonb), %s)")
+_INSERT_DECISION_PG = (f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) "
+                       "VALUES (%s, %s, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s, %s, %s, %s)")
+
+
+def _task_update_arrays(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """Task update rows as the column arrays `_TASK_UPDATE_PG` takes (one array type per column)."""
+    columns = [list(column) for column in zip(*rows)]
+    for index in (6, 7, 8, 9):  # times: one array type even if a caller passed an int
+        columns[index] = [None if v is None else float(v) for v in columns[index]]
+    columns[1] = [None if v is None else int(v) for v in columns[1]]
+    return tuple(columns)
+
+
 class _StaleBatch(Exception):
     """A guarded update matched fewer rows than planned: some stored status was not the expected one."""
 
@@ -252,6 +277,9 @@ class Store:
         now = time.time()
         try:
             with self._transaction("apply state changes") as conn:
+                if self.dialect == "postgresql":
+                    self._apply_pg(conn, changes, executions, decisions, now)
+                    return
                 if executions:
                     params = _execution_params(executions)
                     self._bulk_insert(conn, "task_executions", tuple(params[0]), [tuple(p.values()) for p in params])
@@ -283,19 +311,71 @@ class Store:
         except _StaleBatch:
             raise self._explain_stale_batch(changes) from None
 
+    def _apply_pg(self, conn: sa.Connection, changes: Sequence[Change], executions: Sequence[ExecutionRecord],
+                  decisions: Sequence[DecisionRecord], now: float) -> None:
+        """`apply` on PostgreSQL in three round trips instead of one per statement: the row locks and stored
+        statuses in one pipeline, every write of the batch in a second, then the commit. Same statements, same
+        lock order, same guards as the general path (psycopg pipeline mode on the transaction's connection)."""
+        pg = conn.connection.dbapi_connection
+        wanted: dict[str, set[str]] = {}
+        for c in changes:
+            if isinstance(c, TaskChange) and c.expected is None:
+                wanted.setdefault(c.run_id, set()).add(c.task_id)
+        with pg.pipeline():
+            workflow_cursor = pg.cursor()
+            workflow_cursor.execute(_LOCK_WORKFLOWS_PG, (sorted({c.run_id for c in changes}),))
+            task_cursors = []
+            for run_id in sorted(wanted):
+                cursor = pg.cursor()
+                cursor.execute(_LOCK_TASKS_PG, (run_id, sorted(wanted[run_id])))
+                task_cursors.append((run_id, cursor))
+        stored_workflows = dict(workflow_cursor.fetchall())
+        stored_tasks = {(run_id, task_id): status
+                        for run_id, cursor in task_cursors for task_id, status in cursor.fetchall()}
+        task_rows, workflow_params, events = _plan(changes, stored_tasks, stored_workflows, now)
+        task_cursor = workflow_update = None
+        with pg.pipeline():
+            cursor = pg.cursor()
+            if executions:
+                params = _execution_params(executions)
+                columns = tuple(params[0])
+                cursor.executemany(f"INSERT INTO task_executions ({', '.join(columns)}) "
+                                   f"VALUES ({', '.join(['%s'] * len(columns))})", [tuple(p.values()) for p in params])
+            if decisions:
+                cursor.executemany(_INSERT_DECISION_PG, [
+                    (d.run_id, d.task_id, d.policy, d.node,
+                     None if d.input is None else json_dumps(d.input),
+                     None if d.output is None else json_dumps(d.output),
+                     d.confidence, d.latency_us, d.model_version,
+                     now if d.created_at is None else d.created_at) for d in decisions])
+            if task_rows:
+                cursor.execute(_NO_HASH_OR_MERGE_JOIN_PG)  # why: see `_update_tasks`
+                task_cursor = pg.cursor()
+                task_cursor.execute(_TASK_UPDATE_PG, _task_update_arrays(task_rows))
+            if workflow_params:
+                workflow_update = pg.cursor()
+                workflow_update.executemany(_WORKFLOW_UPDATE_PG, [
+                    (p["v_status"], p["v_error"], p["v_started_at"], p["v_finished_at"], p["v_updated_at"],
+                     p["k_run_id"], p["k_from"]) for p in workflow_params])
+            touched = sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
+            if touched:
+                cursor.execute("UPDATE workflows SET updated_at = %s WHERE run_id = ANY(%s)", (now, touched))
+            if events:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", (OUTBOX_LOCK_KEY,))  # see `_append_events`
+                cursor.executemany(_INSERT_EVENT_PG, events)
+        if task_cursor is not None and task_cursor.rowcount != len(task_rows):
+            raise _StaleBatch()
+        if workflow_update is not None and workflow_update.rowcount != len(workflow_params):
+            raise _StaleBatch()
+
     def _update_tasks(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
         """Apply the planned task updates (one row per task); returns how many rows matched their guard."""
         if self.dialect != "postgresql":
             return _sqlite_executemany(conn, _TASK_UPDATE_SQL, rows)
-        columns = [list(column) for column in zip(*rows)]
-        for index in (6, 7, 8, 9):  # times: one array type even if a caller passed an int
-            columns[index] = [None if v is None else float(v) for v in columns[index]]
-        columns[1] = [None if v is None else int(v) for v in columns[1]]
         # A run's rows are often newer than the table statistics, which then make a hash join over a scan of
         # the whole table look cheap. A batch is at most a few thousand primary-key lookups: say so.
-        conn.exec_driver_sql("SET LOCAL enable_hashjoin = off")
-        conn.exec_driver_sql("SET LOCAL enable_mergejoin = off")
-        return conn.exec_driver_sql(_TASK_UPDATE_PG, tuple(columns)).rowcount
+        conn.exec_driver_sql(_NO_HASH_OR_MERGE_JOIN_PG)
+        return conn.exec_driver_sql(_TASK_UPDATE_PG, _task_update_arrays(rows)).rowcount
 
     def _lock_task_statuses(self, conn: sa.Connection, changes: Sequence[Change]) -> dict[tuple[str, str], str]:
         """Stored statuses of the tasks whose changes give no `expected` (row-locked on PostgreSQL)."""
