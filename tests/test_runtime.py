@@ -356,10 +356,14 @@ def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch, 
     assert seeded == ["prediction history seeded with 12 executions"]
 
 
-def test_overhead_benchmark_loses_no_record(ray_cluster, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_overhead_benchmark_loses_no_record(ray_cluster, tmp_path, request, backend):
     from orchestrator.runtime.benchmark import measure_overhead
 
-    r = measure_overhead(num_tasks=60, task_seconds=0.005, slots=4, repeats=2, data_dir=str(tmp_path / "bench"))
+    db_url = request.getfixturevalue("postgres_url") if backend == "postgresql" else None
+    r = measure_overhead(num_tasks=60, task_seconds=0.005, slots=4, repeats=2, db_url=db_url,
+                         data_dir=str(tmp_path / "bench"))
+    assert r.store == backend
     assert r.events_recorded == r.events_expected == 2 * (3 + 3 * 60)
     assert r.executions_recorded == 2 * 60
     assert r.ratio == r.orchestrated_s / r.raw_ray_s and r.raw_median_s >= r.raw_ray_s
