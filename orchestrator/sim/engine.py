@@ -115,6 +115,7 @@ class Simulation:
         self.decisions = 0
         self.completions = 0
         self.policy_seconds = 0.0
+        self._awaiting_decision = self._decided = False  # `advance` returned True / `apply` started a task since
         self._check_fits(workload, cluster)
         policy.reset(seed)
 
@@ -216,11 +217,16 @@ class Simulation:
     def advance(self) -> bool:
         """Process events up to the next moment a decision can be taken. False when the simulation is over.
 
-        For engines that decide step by step (the RL environment); `run()` is the batch equivalent.
+        For engines that decide step by step (the RL environment); `run()` is the batch equivalent. Calling it
+        again without `apply`ing a decision in between means "wait": time moves on to the next event first (so
+        a caller whose policy passes, or whose ready tasks fit nowhere now, cannot spin at one moment forever).
         """
+        wait = self._awaiting_decision and not self._decided
         while True:
-            if len(self.queue) and self._has_free_capacity():
+            if not wait and len(self.queue) and self._has_free_capacity():
+                self._awaiting_decision, self._decided = True, False
                 return True
+            wait = False
             if not self._has_events():
                 if len(self.queue):
                     raise PolicyError(
@@ -271,6 +277,8 @@ class Simulation:
             else:
                 same_end.append((js, task, node))
         self.decisions += len(decisions)
+        if decisions:
+            self._decided = True
 
     def run(self) -> SimResult:
         """Run to completion with the policy and return the metrics.
