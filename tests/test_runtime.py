@@ -80,6 +80,43 @@ def test_results_flow_and_everything_is_recorded(orch):
     assert len(decisions) == 4 and all(d.latency_us is not None and d.policy == "srpt-cp" for d in decisions)
 
 
+def test_many_runs_submitted_at_once_are_all_recorded_and_a_refused_one_records_nothing(orch):
+    h = orch()
+    store = orch.store()
+
+    def chain(k):
+        return workflow_from_dict({"name": f"chain-{k}", "tasks": [
+            {"id": "a", "entrypoint": f"{B}:add", "args": [k]},
+            {"id": "b", "entrypoint": f"{B}:add", "args": [{"$ref": "a"}, 1], "depends_on": ["a"]}]})
+
+    # One call, one transaction: every run recorded, ids in order.
+    batch = ray.get(h.submit_many.remote([chain(k) for k in range(12)]))
+    assert len(set(batch)) == 12
+    assert [store.get_workflow(r).name for r in batch] == [f"chain-{k}" for k in range(12)]
+    # Concurrent single submits (each its own actor call), one of them with a run id that is already taken:
+    # that one alone is refused; the others, recorded in the same loop iteration, all run.
+    taken = ray.get(h.submit.remote(chain(99), None, "taken-id"))
+    refs = [h.submit.remote(chain(k), None, "taken-id" if k == 5 else None) for k in range(20)]
+    single, refused = [], []
+    for ref in refs:
+        try:
+            single.append(ray.get(ref))
+        except Exception as exc:  # noqa: BLE001 - the expected refusal
+            refused.append(str(exc))
+    assert len(single) == 19 and len(refused) == 1 and "'taken-id' already exists" in refused[0]
+    final = wait_for(h, batch + single + [taken], timeout=120)
+    assert {p["status"] for p in final.values()} == {"succeeded"}
+    assert all(p["counts"] == {"succeeded": 2} for p in final.values())
+    for run_id in batch + single:
+        assert [e.type for e in store.events(run_id)][:2] == ["workflow.submitted", "workflow.started"]
+    # A workflow that cannot run is refused before anything of the batch is recorded.
+    before = len(store.list_workflows(limit=1000))
+    too_big = workflow_from_dict({"name": "too-big", "tasks": [{"id": "x", "resources": {"cpus": 64}}]})
+    with pytest.raises(Exception, match=r"Workflow 2 of 2 \(too-big\) was refused, so none was recorded"):
+        ray.get(h.submit_many.remote([chain(1), too_big]))
+    assert len(store.list_workflows(limit=1000)) == before
+
+
 def test_failure_skips_downstream_and_names_the_cause(orch):
     h = orch()
     final = _run(h, {"name": "fails", "tasks": [

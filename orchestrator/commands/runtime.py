@@ -231,7 +231,7 @@ def _submit_and_follow(workflows, config, address, num_cpus, policy, time_scale,
     check_store(config)  # a bad URL or an unreachable database fails here, clearly
     connect_ray(address, num_cpus=num_cpus)
     handle = get_orchestrator(config)
-    run_ids = [ray.get(handle.submit.remote(wf, policy, None, time_scale)) for wf in workflows]
+    run_ids = ray.get(handle.submit_many.remote(list(workflows), policy, time_scale))
     for wf, rid in zip(workflows, run_ids):
         console.print(f"submitted [bold]{wf.name}[/] as run [cyan]{rid}[/] ({len(wf.tasks)} tasks)")
     if detach:

@@ -12,7 +12,8 @@ import queue
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -66,6 +67,25 @@ def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
         timeout=spec.timeout,
         replay_seconds=(spec.duration or 0.0) * time_scale,
     )
+
+
+_FINAL_KEPT = 10_000  # final progress of this many ended runs is kept in memory
+
+
+def _progress_of(run: RunState) -> dict:
+    return {"run_id": run.run_id, "name": run.name, "status": run.wf_status.value, "counts": run.counts(),
+            "total": run.dag.n, "error": run.error}
+
+
+@dataclass
+class _Admission:
+    """A submitted run waiting for the loop to record and admit it (`Orchestrator._admit_waiting`)."""
+
+    workflow: Workflow
+    policy: str
+    run_id: str | None
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 @dataclass
@@ -152,12 +172,16 @@ class Orchestrator:
         self._decision_rows: list[DecisionRecord] = []
         self._stop = threading.Event()
         self._done: queue.SimpleQueue = queue.SimpleQueue()  # a None wakes the loop (submitted, cancelled)
+        self._admit_lock = threading.Lock()
+        self._final: OrderedDict[str, dict] = OrderedDict()  # progress of the latest runs that ended here
+        self._admissions: list[_Admission] = []  # submitted, not yet recorded
         self._last_nodes = time.monotonic()
         self._last_sample = 0.0
         self.loop_error: str | None = None
         self._needs_resync = False
         self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "complete", "dispatch_and_write",
-                                                           "schedule", "write", "submit", "iterations")}
+                                                           "schedule", "write", "submit", "iterations",
+                                                           "admitted", "admission_batches")}
         self._dispatcher = self._start_event_dispatcher()
         self.predictions = self._start_predictions()
         self.resumed = self._resume_all()
@@ -176,26 +200,96 @@ class Orchestrator:
 
     def submit(self, workflow: dict | Workflow, policy: str | None = None, run_id: str | None = None,
                time_scale: float | None = None) -> str:
+        """Record a run of `workflow` and start it; returns its run id once the run is durably recorded."""
+        return self._submit([self._admission(workflow, policy, run_id, time_scale)])[0]
+
+    def submit_many(self, workflows: list[dict | Workflow], policy: str | None = None,
+                    time_scale: float | None = None) -> list[str]:
+        """`submit` for several workflows in one call and one transaction; their run ids in order. Every
+        workflow is checked first: if one is refused, none is recorded."""
+        admissions = []
+        for k, wf in enumerate(workflows):
+            try:
+                admissions.append(self._admission(wf, policy, None, time_scale))
+            except Exception as exc:
+                name = wf.name if isinstance(wf, Workflow) else (wf or {}).get("name") if isinstance(wf, dict) else None
+                raise OrchestratorError(f"Workflow {k + 1} of {len(workflows)} ({name or 'unnamed'}) was refused, "
+                                        f"so none was recorded: {exc}") from exc
+        return self._submit(admissions)
+
+    def _admission(self, workflow: dict | Workflow, policy: str | None, run_id: str | None,
+                   time_scale: float | None) -> _Admission:
+        """Check a submitted workflow (an unknown policy or a task too large for every node is refused before
+        anything is recorded)."""
         wf = workflow if isinstance(workflow, Workflow) else Workflow.model_validate(workflow)
         if time_scale is not None:
             wf = wf.model_copy(update={"metadata": {**wf.metadata, "time_scale": float(time_scale)}})
         name = policy or wf.policy or self.config.default_policy
         from ..scheduling import get_policy
 
-        get_policy(name)  # an unknown policy is refused before anything is recorded
+        get_policy(name)
         self._check_fits(wf)
-        with self.lock:
-            run_id = self.store.create_workflow(wf, name, run_id=run_id)  # nothing recorded if this fails
-            run = self.state.admit(run_id, wf, time.time(), policy=name)
-            if self.predictions is not None:
-                self.predictions.admitted(run)
-            log.info("workflow run submitted", extra={"run_id": run_id, "tasks": len(wf.tasks), "policy": name})
-            try:
-                self._flush()
-            except Exception:  # noqa: BLE001 - recorded as pending; the loop re-reads the store and runs it
-                self._needs_resync = True
-                log.exception("could not record the start of %s; will re-read the store", run_id)
+        return _Admission(wf, name, run_id)
+
+    def _submit(self, admissions: list[_Admission]) -> list[str]:
+        """Hand runs to the loop, which records them (with every other run submitted meanwhile, in one
+        transaction) and admits them; return once that is done. Nothing is recorded for a run if that fails."""
+        with self._admit_lock:
+            self._admissions.extend(admissions)
         self._done.put(None)
+        for admission in admissions:
+            while not admission.done.wait(1.0):
+                if self._stop.is_set() or not self._thread.is_alive():
+                    raise OrchestratorError("The orchestrator is shutting down: the workflow run was not submitted")
+        errors = [a for a in admissions if a.error is not None]
+        if errors and len(admissions) == 1:
+            raise errors[0].error
+        if errors:
+            recorded = [a.run_id for a in admissions if a.error is None]
+            raise OrchestratorError(
+                f"{len(errors)} of {len(admissions)} workflow runs could not be recorded (first: "
+                f"{errors[0].error}); recorded and running: {', '.join(recorded) or 'none'}") from errors[0].error
+        return [a.run_id for a in admissions]
+
+    def _admit_waiting(self) -> None:
+        """Record every submitted run in one transaction and start tracking them (with the lock held). Their
+        start (running, first tasks ready) is written by this iteration's next transaction, before any of their
+        tasks is dispatched."""
+        with self._admit_lock:
+            batch, self._admissions = self._admissions, []
+        if not batch:
+            return
+        self.timing["admission_batches"] += 1
+        self.timing["admitted"] += len(batch)
+        try:
+            run_ids = self.store.create_workflows([(a.workflow, a.policy, a.run_id) for a in batch])
+        except Exception as exc:  # noqa: BLE001 - one at a time, so that each caller gets its own answer
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].done.set()
+                return
+            run_ids = []
+            for a in batch:
+                try:
+                    run_ids.extend(self.store.create_workflows([(a.workflow, a.policy, a.run_id)]))
+                except Exception as one:  # noqa: BLE001 - handed to that caller
+                    a.error = one
+                    run_ids.append(None)
+        now = time.time()
+        for a, run_id in zip(batch, run_ids):
+            if run_id is not None:
+                try:
+                    run = self.state.admit(run_id, a.workflow, now, policy=a.policy)
+                    if self.predictions is not None:
+                        self.predictions.admitted(run)
+                    a.run_id = run_id
+                    log.info("workflow run submitted",
+                             extra={"run_id": run_id, "tasks": len(a.workflow.tasks), "policy": a.policy})
+                except Exception as exc:  # noqa: BLE001 - recorded: the loop re-reads the store and runs it
+                    a.run_id = run_id
+                    self._needs_resync = True
+                    log.exception("could not admit %s; will re-read the store", run_id)
+            a.done.set()
         return run_id
 
     def cancel(self, run_id: str) -> bool:
@@ -218,31 +312,46 @@ class Orchestrator:
             return self._resume_all(only=run_id)
 
     def progress(self, run_id: str) -> dict:
+        """A run's status and task counts: from memory while it is tracked or recently finished, else the store."""
+        return self.progress_many([run_id])[0]
+
+    def progress_many(self, run_ids: list[str]) -> list[dict]:
+        """`progress` of several runs in one call."""
+        found: dict[str, dict] = {}
         with self.lock:
-            run = self.state.by_run.get(run_id)
-            if run is not None:
-                return {"run_id": run_id, "name": run.name, "status": run.wf_status.value,
-                        "counts": run.counts(), "total": run.dag.n, "error": run.error}
-        rec = self.store.get_workflow(run_id)
-        counts = self.store.task_counts(run_id)
-        return {"run_id": run_id, "name": rec.name, "status": rec.status.value, "counts": counts,
-                "total": sum(counts.values()), "error": rec.error}
+            for run_id in run_ids:
+                run = self.state.by_run.get(run_id)
+                if run is not None:
+                    found[run_id] = _progress_of(run)
+                elif run_id in self._final:
+                    found[run_id] = self._final[run_id]
+        for run_id in run_ids:
+            if run_id not in found:
+                rec = self.store.get_workflow(run_id)
+                counts = self.store.task_counts(run_id)
+                found[run_id] = {"run_id": run_id, "name": rec.name, "status": rec.status.value, "counts": counts,
+                                 "total": sum(counts.values()), "error": rec.error}
+        return [found[run_id] for run_id in run_ids]
 
     def wait(self, run_id: str, timeout: float | None = None) -> dict:
         """Block until the run is final (or `timeout` seconds pass); its progress. No polling: the caller's
         thread sleeps until the run ends."""
+        return self.wait_many([run_id], timeout)[0]
+
+    def wait_many(self, run_ids: list[str], timeout: float | None = None) -> list[dict]:
+        """Block until every run tracked here is final (or `timeout` seconds pass); the progress of each. A run
+        that is not tracked (not submitted here, or still being resumed) is reported as stored, without waiting."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._run_ended:
-            run = self.state.by_run.get(run_id)
-            while run is not None and not run.wf_status.terminal:
+            while True:
+                by_run = self.state.by_run
+                if not any((run := by_run.get(r)) is not None and not run.wf_status.terminal for r in run_ids):
+                    break
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._run_ended.wait(min(remaining, 1.0))
-            if run is not None:  # tracked here: its final counts are in memory, no need to read the store
-                return {"run_id": run_id, "name": run.name, "status": run.wf_status.value, "counts": run.counts(),
-                        "total": run.dag.n, "error": run.error}
-        return self.progress(run_id)
+        return self.progress_many(run_ids)
 
     def stats(self) -> dict:
         with self.lock:
@@ -256,6 +365,11 @@ class Orchestrator:
         self._stop.set()
         self._done.put(None)
         self._thread.join(timeout=5)
+        with self._admit_lock:
+            left, self._admissions = self._admissions, []
+        for a in left:  # never recorded
+            a.error = OrchestratorError("The orchestrator shut down: the workflow run was not submitted")
+            a.done.set()
         if self._dispatcher is not None:
             self._dispatcher.stop()
         if self.predictions is not None:
@@ -371,6 +485,10 @@ class Orchestrator:
     def _on_run_finished(self, run_id: str) -> None:
         with self._run_ended:
             run = self.state.by_run.pop(run_id, None)
+            if run is not None:  # answered from memory from now on (the store has the same)
+                self._final[run_id] = _progress_of(run)
+                if len(self._final) > _FINAL_KEPT:
+                    self._final.popitem(last=False)
             self._run_ended.notify_all()
         if run is None:
             return
@@ -659,6 +777,7 @@ class Orchestrator:
         t2 = time.perf_counter()
         timing["wait"] += t2 - t0
         with self.lock:
+            self._admit_waiting()
             now = time.time()
             for ref, report in zip(ready, reports):
                 att = self.running.get(ref)

@@ -92,23 +92,23 @@ def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | N
     start = time.monotonic()
     final: dict[str, dict] = {}
     if on_progress is None:
-        for run_id in run_ids:
-            while True:
-                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
-                progress = ray.get(handle.wait.remote(run_id, 60.0 if left is None else left))
+        pending = list(run_ids)
+        while pending:
+            left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+            for progress in ray.get(handle.wait_many.remote(pending, 60.0 if left is None else left)):
                 if progress["status"] in TERMINAL:
-                    final[run_id] = progress
-                    break
-                if left is not None and left <= 0:
-                    raise OrchestratorError(f"Timed out after {timeout:g} s waiting for {run_id}")
-                if timeout is None:
-                    time.sleep(poll)  # not tracked by the actor yet (being resumed): ask again
+                    final[progress["run_id"]] = progress
+            pending = [r for r in pending if r not in final]
+            if pending and left is not None and left <= 0:
+                raise OrchestratorError(f"Timed out after {timeout:g} s waiting for {', '.join(pending)}")
+            if pending:
+                time.sleep(poll)  # some are not tracked by the actor yet (being resumed): ask again
         return final
     while True:
         pending = [r for r in run_ids if r not in final]
         if not pending:
             return final
-        for progress in ray.get([handle.progress.remote(r) for r in pending]):
+        for progress in ray.get(handle.progress_many.remote(pending)):
             if on_progress:
                 on_progress(progress)
             if progress["status"] in TERMINAL:

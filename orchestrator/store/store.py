@@ -233,33 +233,45 @@ class Store:
         One transaction: the workflow row, its tasks, their dependencies and a `workflow.submitted` event.
         The runtime moves tasks without parents to `ready` itself (through `apply`), so that move has its event.
         """
-        run_id = run_id if run_id is not None else new_run_id(wf.name)
-        if not _RUN_ID.match(run_id):
-            raise StoreError(f"Run id '{run_id}' must be 1-128 letters, digits, '.', '_' or '-', "
-                             "starting with a letter or digit")
+        return self.create_workflows([(wf, policy, run_id)])[0]
+
+    def create_workflows(self, runs: Sequence[tuple[Workflow, str, str | None]]) -> list[str]:
+        """Record several new runs, each (workflow, policy, run id or None), in one transaction: all or none.
+        Returns their run ids in order. A run id that is taken, or given twice, refuses the whole batch."""
         now = time.time()
-        spec = wf.model_dump_json()  # the full model, serialised by pydantic (fast even for 10,000 tasks)
         pending = TaskStatus.PENDING.value
-        task_rows = [(run_id, t.id, i, t.category, pending, 0, t.priority, t.resources.cpus, t.resources.memory,
-                      t.resources.gpus) for i, t in enumerate(wf.tasks)]
-        dependency_rows = [(run_id, t.id, parent) for t in wf.tasks for parent in t.depends_on]
-        policy = policy or wf.policy or ""
-        payload = {"run_id": run_id, "name": wf.name, "family": wf.family, "policy": policy,
-                   "status": WorkflowStatus.PENDING.value, "tasks": len(wf.tasks), "at": now}
-        event = (run_id, None, "workflow.submitted", json_dumps(payload), now)
-        # A constraint violation here can only be a concurrent create with the same run id winning the race.
-        with self._transaction("create workflow run", on_conflict=lambda: _duplicate_run(run_id)) as conn:
-            if conn.execute(sa.select(W.c.run_id).where(W.c.run_id == run_id)).first() is not None:
+        workflow_rows, task_rows, dependency_rows, events, run_ids = [], [], [], [], []
+        for wf, policy, run_id in runs:
+            run_id = run_id if run_id is not None else new_run_id(wf.name)
+            if not _RUN_ID.match(run_id):
+                raise StoreError(f"Run id '{run_id}' must be 1-128 letters, digits, '.', '_' or '-', "
+                                 "starting with a letter or digit")
+            if run_id in run_ids:
                 raise _duplicate_run(run_id)
-            json_param = "CAST(? AS jsonb)" if self.dialect == "postgresql" else "?"
-            conn.exec_driver_sql(self._sql(
-                "INSERT INTO workflows (run_id, name, family, policy, status, spec, created_at, updated_at) "
-                f"VALUES (?, ?, ?, ?, ?, {json_param}, ?, ?)"),
-                (run_id, wf.name, wf.family, policy, WorkflowStatus.PENDING.value, spec, now, now))
+            run_ids.append(run_id)
+            policy = policy or wf.policy or ""
+            # The full model, serialised by pydantic (fast even for 10,000 tasks).
+            workflow_rows.append((run_id, wf.name, wf.family, policy, pending, wf.model_dump_json(), now, now))
+            task_rows.extend((run_id, t.id, i, t.category, pending, 0, t.priority, t.resources.cpus,
+                              t.resources.memory, t.resources.gpus) for i, t in enumerate(wf.tasks))
+            dependency_rows.extend((run_id, t.id, parent) for t in wf.tasks for parent in t.depends_on)
+            payload = {"run_id": run_id, "name": wf.name, "family": wf.family, "policy": policy,
+                       "status": pending, "tasks": len(wf.tasks), "at": now}
+            events.append((run_id, None, "workflow.submitted", json_dumps(payload), now))
+        if not run_ids:
+            return []
+        # A constraint violation here can only be a concurrent create with the same run id winning the race.
+        with self._transaction("create workflow run", on_conflict=lambda: _duplicate_run(*run_ids)) as conn:
+            for chunk in _chunks(run_ids, _SQLITE_IN_CHUNK):
+                taken = conn.execute(sa.select(W.c.run_id).where(W.c.run_id.in_(chunk))).first()
+                if taken is not None:
+                    raise _duplicate_run(taken[0])
+            self._bulk_insert(conn, "workflows", ("run_id", "name", "family", "policy", "status", "spec",
+                                                  "created_at", "updated_at"), workflow_rows)
             self._bulk_insert(conn, "tasks", _TASK_INSERT_COLUMNS, task_rows)
             self._bulk_insert(conn, "task_dependencies", ("run_id", "task_id", "depends_on"), dependency_rows)
-            self._append_events(conn, [event])
-        return run_id
+            self._append_events(conn, events)
+        return run_ids
 
     def apply(self, changes: Sequence[Change], executions: Sequence[ExecutionRecord] = (),
               decisions: Sequence[DecisionRecord] = ()) -> None:
@@ -1013,8 +1025,11 @@ def _unknown_task(run_id: str, task_id: str, index: int | None = None, n: int | 
     return StoreError(f"No task '{task_id}' in workflow run '{run_id}'{where}")
 
 
-def _duplicate_run(run_id: str) -> StoreError:
-    return StoreError(f"Workflow run '{run_id}' already exists; pass another run_id, or none for a fresh one")
+def _duplicate_run(*run_ids: str) -> StoreError:
+    if len(run_ids) > 1:
+        return StoreError(f"One of the workflow runs {', '.join(repr(r) for r in run_ids)} already exists; pass "
+                          "other run ids, or none for fresh ones")
+    return StoreError(f"Workflow run '{run_ids[0]}' already exists; pass another run_id, or none for a fresh one")
 
 
 def _cause(exc: BaseException) -> str:
