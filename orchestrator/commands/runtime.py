@@ -280,7 +280,8 @@ def _print_failures(config, run_id: str) -> None:
 def register_bench(app: typer.Typer) -> None:
     @app.command(name="bench-runtime")
     def bench_runtime(
-        what: str = typer.Option("overhead,latency,replay", "--what", help="Comma list: overhead, latency, replay"),
+        what: str = typer.Option("overhead,many,latency,replay", "--what",
+                                 help="Comma list: overhead, many (200 small workflows at once), latency, replay"),
         tasks: int = typer.Option(1000, "--tasks", help="Tasks in the overhead DAG"),
         task_ms: float = typer.Option(10.0, "--task-ms", help="Duration of each overhead task (ms)"),
         slots: int = typer.Option(8, "--slots", help="CPUs of the local Ray cluster"),
@@ -298,9 +299,9 @@ def register_bench(app: typer.Typer) -> None:
         from ..runtime import benchmark as rb
 
         wanted = {w.strip() for w in what.split(",") if w.strip()}
-        unknown = wanted - {"overhead", "latency", "replay"}
+        unknown = wanted - {"overhead", "many", "latency", "replay"}
         if unknown:
-            raise OrchestratorError(f"Unknown benchmark(s) {sorted(unknown)}; use overhead, latency, replay")
+            raise OrchestratorError(f"Unknown benchmark(s) {sorted(unknown)}; use overhead, many, latency, replay")
         out.mkdir(parents=True, exist_ok=True)
         results: dict[str, list[dict]] = {}
         if "latency" in wanted:
@@ -308,7 +309,7 @@ def register_bench(app: typer.Typer) -> None:
             results["latency"] = rows
             _table("Scheduling-decision latency (1,000+ ready tasks, in-actor code path)", rows,
                    ["policy", "ready_tasks", "decisions", "p50_us", "p99_us", "mean_us"])
-        if wanted & {"overhead", "replay"}:
+        if wanted & {"overhead", "many", "replay"}:
             # A fresh local cluster of exactly `slots` cpus, even if another Ray runs on this machine.
             ray.init(address="local", num_cpus=slots, include_dashboard=False, log_to_driver=False,
                      namespace="orchestrator-bench")
@@ -319,6 +320,14 @@ def register_bench(app: typer.Typer) -> None:
                    results["overhead"], ["ideal_s", "raw_ray_s", "orchestrated_s", "ratio", "raw_median_s",
                                          "orchestrated_median_s", "ratio_of_medians", "events_recorded",
                                          "events_expected", "executions_recorded", "store"])
+        if "many" in wanted:
+            r = rb.measure_many_runs(runs=200, tasks_per_run=max(1, tasks // 200), task_seconds=task_ms / 1000.0,
+                                     slots=slots, repeats=max(1, min(repeats, 3)), db_url=db_url)
+            results["many"] = rb.as_rows([r])
+            _table(f"Many workflows at once: {r.runs} chains of {r.tasks_per_run} tasks of {task_ms:g} ms on {slots} "
+                   "slots (medians)", results["many"],
+                   ["ideal_s", "raw_ray_median_s", "submit_many_median_s", "submit_each_median_s", "ratio_submit_many",
+                    "ratio_submit_each", "events_recorded", "events_expected", "store"])
         if "replay" in wanted:
             trace = trace or default_trace_dir() / "wfcommons/montage/montage-chameleon-2mass-01d-001.json.gz"
             r = rb.measure_replay(trace, time_scale, policy, db_url=db_url)

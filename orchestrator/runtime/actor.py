@@ -69,6 +69,7 @@ def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
     )
 
 
+_ADMIT_TASKS = 256  # runs recorded and admitted per loop iteration, in tasks (at least one run)
 _FINAL_KEPT = 10_000  # final progress of this many ended runs is kept in memory
 
 
@@ -181,7 +182,7 @@ class Orchestrator:
         self._needs_resync = False
         self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "complete", "dispatch_and_write",
                                                            "schedule", "write", "submit", "iterations",
-                                                           "admitted", "admission_batches")}
+                                                           "admit", "admitted", "admission_batches")}
         self._dispatcher = self._start_event_dispatcher()
         self.predictions = self._start_predictions()
         self.resumed = self._resume_all()
@@ -256,7 +257,17 @@ class Orchestrator:
         start (running, first tasks ready) is written by this iteration's next transaction, before any of their
         tasks is dispatched."""
         with self._admit_lock:
-            batch, self._admissions = self._admissions, []
+            # At most about _ADMIT_TASKS tasks' worth per iteration, so that the first runs' tasks start while
+            # later ones are still being recorded.
+            taken = tasks = 0
+            for a in self._admissions:
+                taken += 1
+                tasks += len(a.workflow.tasks)
+                if tasks >= _ADMIT_TASKS:
+                    break
+            batch, self._admissions = self._admissions[:taken], self._admissions[taken:]
+            if self._admissions:
+                self._done.put(None)  # the next iteration does not wait for a completion first
         if not batch:
             return
         self.timing["admission_batches"] += 1
@@ -777,7 +788,9 @@ class Orchestrator:
         t2 = time.perf_counter()
         timing["wait"] += t2 - t0
         with self.lock:
-            self._admit_waiting()
+            if self._admissions:
+                self._admit_waiting()
+                timing["admit"] += time.perf_counter() - t2
             now = time.time()
             for ref, report in zip(ready, reports):
                 att = self.running.get(ref)

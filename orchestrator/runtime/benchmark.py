@@ -119,6 +119,87 @@ def measure_overhead(num_tasks: int = 1000, task_seconds: float = 0.01, slots: i
 
 
 @dataclass
+class ManyRunsResult:
+    runs: int
+    tasks_per_run: int
+    slots: int
+    task_seconds: float
+    ideal_s: float
+    raw_ray_median_s: float
+    submit_many_median_s: float  # one `submit_many` call for every run
+    submit_each_median_s: float  # one concurrent `submit` call per run
+    ratio_submit_many: float  # of medians, to raw Ray
+    ratio_submit_each: float
+    events_recorded: int
+    events_expected: int
+    store: str
+
+
+def _raw_ray_many(workflows: list[Workflow]) -> float:
+    import ray
+
+    @ray.remote(num_cpus=1, max_retries=0)
+    def step(seconds, *parents):
+        time.sleep(seconds)
+
+    start = time.perf_counter()
+    refs = []
+    for wf in workflows:
+        mine: dict[str, object] = {}
+        for t in wf.tasks:
+            mine[t.id] = step.remote(t.args[0], *[mine[d] for d in t.depends_on])
+        refs.extend(mine.values())
+    ray.get(refs)
+    return time.perf_counter() - start
+
+
+def measure_many_runs(runs: int = 200, tasks_per_run: int = 5, task_seconds: float = 0.01, slots: int = 8,
+                      repeats: int = 3, db_url: str | None = None, data_dir: str | None = None) -> ManyRunsResult:
+    """Many small workflows at once (by default 200 chains of 5 tasks of 10 ms: the same 1,000 tasks as the
+    overhead DAG, with a run's admission, start and end 200 times): raw Ray with object-ref dependencies, the
+    orchestrator with one `submit_many` call, and with one concurrent `submit` call per run; medians."""
+    import ray
+
+    from .actor import OrchestratorActor
+    from .client import wait_for
+    from .config import RuntimeConfig
+
+    workflows = [layered_dag(tasks_per_run, width=1, task_seconds=task_seconds, seed=k) for k in range(runs)]
+    data_dir = data_dir or tempfile.mkdtemp(prefix="orch-bench-many-")
+    config = RuntimeConfig(db_url=db_url, data_dir=data_dir, default_policy="fifo", redis_url=None,
+                           sample_every_s=3600)
+    handle = OrchestratorActor.options(num_cpus=0).remote(config.model_dump())
+    ray.get(handle.ping.remote())
+    _raw_ray_many(workflows[:2 * slots])  # warm both paths and both ways of submitting
+    wait_for(handle, ray.get(handle.submit_many.remote(workflows[:slots])))
+    wait_for(handle, ray.get([handle.submit.remote(wf) for wf in workflows[:slots]]))
+    raw, many, each, run_ids = [], [], [], []
+    for _ in range(repeats):
+        raw.append(_raw_ray_many(workflows))
+        for times, submit in ((many, lambda: ray.get(handle.submit_many.remote(workflows))),
+                              (each, lambda: ray.get([handle.submit.remote(wf) for wf in workflows]))):
+            start = time.perf_counter()
+            ids = submit()
+            final = wait_for(handle, ids)
+            times.append(time.perf_counter() - start)
+            failed = [r for r, p in final.items() if p["status"] != "succeeded"]
+            if failed:
+                raise RuntimeError(f"benchmark runs ended unsuccessfully: {failed[:3]}")
+            run_ids.extend(ids)
+    ray.get(handle.shutdown.remote())
+    ray.kill(handle)
+    from ..store import Store
+
+    store = Store.open(db_url, data_dir=data_dir)
+    events = sum(len(store.events(r, limit=10 * tasks_per_run + 100)) for r in run_ids)
+    store.close()
+    r, m, e = (float(np.median(x)) for x in (raw, many, each))
+    return ManyRunsResult(runs, tasks_per_run, slots, task_seconds, runs * tasks_per_run * task_seconds / slots,
+                          r, m, e, m / r, e / r, events, len(run_ids) * (3 + 3 * tasks_per_run),
+                          "postgresql" if db_url and db_url.startswith("postgresql") else "sqlite")
+
+
+@dataclass
 class LatencyResult:
     policy: str
     ready_tasks: int
