@@ -9,10 +9,11 @@ import random
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from ..dag import analyse, dag_arrays
+from ..dag import DagAnalysis, analyse, dag_arrays
 from ..model import TaskSpec, Workflow
 from ..scheduling import get_policy
 from ..scheduling.interface import (
@@ -73,7 +74,6 @@ class RunState:
         self.policy_name = policy_name
         self.dag = dag
         self.predicted = np.array([t.duration if t.duration is not None else default_duration for t in wf.tasks])
-        self.analysis = analyse(dag, self.predicted)
         self.status = bytearray(dag.n)
         self.detail: list[TaskStatus] = [TaskStatus.PENDING] * dag.n
         self.status_counts: dict[TaskStatus, int] = {s: 0 for s in TaskStatus}
@@ -91,6 +91,12 @@ class RunState:
         self.cancel_requested = False
         self.error: str | None = None  # why the run failed or was cancelled
         self.ahead: set[int] = set()  # tasks dispatched ahead: queued at their node, not yet holding a slot
+
+    @cached_property
+    def analysis(self) -> DagAnalysis:
+        """The DAG analysis on predicted durations, computed when a policy first reads it (FIFO never does);
+        replaced when the predictions change."""
+        return analyse(self.dag, self.predicted)
 
     def ids(self, indices) -> list[str]:
         return [self.dag.ids[i] for i in indices]
