@@ -13,8 +13,12 @@
 from __future__ import annotations
 
 import random as _random
+from operator import attrgetter
 
 from .interface import EPS, Decision, JobView, NodeView, ReadyTask, SchedulingPolicy, SchedulingState, iter_first
+
+
+_cpus_of = attrgetter("cpus")
 
 
 class FifoPolicy(SchedulingPolicy):
@@ -92,18 +96,26 @@ class TetrisPolicy(SrptCriticalPathPolicy):
         jobs = state.jobs
         work = [jobs[t.job].remaining_work for t in pool]
         max_work = max(work) or 1.0
+        weight = self.srpt_weight
+        # Free resources only shrink during this call: a node too full for every candidate now stays so.
+        least_c = min(map(_cpus_of, pool)) - EPS
+        node_range = [i for i in range(len(free_c)) if free_c[i] >= least_c]
         decisions: list[Decision] = []
         while pool and max(free_c) > EPS:
             best = None
             best_score = -1e300
+            most_c, most_m = max(free_c), max(free_m)
             for k, t in enumerate(pool):
+                c, m = t.cpus - EPS, t.memory - EPS
+                if c > most_c or m > most_m:  # fits on no node
+                    continue
+                g, allowed = t.gpus - EPS, t.allowed
                 dc, dm = t.cpus / cap_c, t.memory / cap_m
-                for i in range(len(free_c)):
-                    if (free_c[i] >= t.cpus - EPS and free_m[i] >= t.memory - EPS and free_g[i] >= t.gpus - EPS
-                            and (t.allowed is None or i in t.allowed)):
-                        align = dc * free_c[i] / cap_c + dm * free_m[i] / cap_m
-                        score = align - self.srpt_weight * (work[k] / max_work) * (dc + dm) \
-                            + 1e-6 * t.priority
+                penalty = weight * (work[k] / max_work) * (dc + dm)
+                bonus = 1e-6 * t.priority
+                for i in node_range:
+                    if free_c[i] >= c and free_m[i] >= m and free_g[i] >= g and (allowed is None or i in allowed):
+                        score = dc * free_c[i] / cap_c + dm * free_m[i] / cap_m - penalty + bonus
                         if score > best_score:
                             best, best_score = (k, i), score
             if best is None:

@@ -9,6 +9,7 @@ The engine checks each decision fits, reserves the resources and starts the task
 from __future__ import annotations
 
 from abc import ABC
+from itertools import islice
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -196,8 +197,5 @@ def first_fit(task: ReadyTask, free_cpus: list[float], free_memory: list[float],
 
 
 def iter_first(iterable: Iterable[ReadyTask], k: int) -> Iterator[ReadyTask]:
-    """The first k items of the ready iteration."""
-    for i, item in enumerate(iterable):
-        if i >= k:
-            return
-        yield item
+    """The first k items of the ready iteration (no more is taken from it)."""
+    return islice(iterable, k)
