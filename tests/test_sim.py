@@ -185,3 +185,22 @@ def test_step_by_step_equals_run_and_a_passing_step_waits_for_the_next_event(tra
     # A policy that never decides ends with a clear error, not a loop.
     with pytest.raises(PolicyError, match="left .* ready tasks waiting on an idle cluster"):
         _step_by_step(wl, cluster, get_policy("fifo"), lambda sim: [])
+
+
+def test_the_simulator_and_policies_never_import_ray_or_torch(trace_dir):
+    """The simulator is a pure function: running it (and every heuristic) loads neither Ray nor torch."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from orchestrator.sim import TraceLibrary, Cluster, poisson_workload, simulate
+from orchestrator.scheduling import HEURISTICS, get_policy
+lib = TraceLibrary.from_dir({str(trace_dir)!r}).subset(max_tasks=200)
+cluster = Cluster.homogeneous(2, cpus=8, memory_gib=16)
+for name in HEURISTICS:
+    simulate(poisson_workload(lib, cluster, 0.8, 4, seed=1), cluster, get_policy(name), seed=1)
+print(sorted(m for m in ("ray", "torch", "torch_geometric") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
