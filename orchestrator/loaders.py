@@ -15,30 +15,71 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .errors import LoaderError, WorkflowError
-from .model import Observation, Resources, TaskSpec, Workflow
+from .errors import LoaderError, OrchestratorError, WorkflowError
+from .model import Observation, Resources, TaskSpec, Workflow, get_limits
 
 MiB = 1024**2
 _UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
+    "p": 1000**5, "pb": 1000**5, "e": 1000**6, "eb": 1000**6,
     "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
-    "ti": 1024**4, "tib": 1024**4,
+    "ti": 1024**4, "tib": 1024**4, "pi": 1024**5, "pib": 1024**5, "ei": 1024**6, "eib": 1024**6,
 }
+_SIZE = re.compile(r"\s*(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*")
+WFCOMMONS_VERSIONS = ("1.4", "1.5", "1.6")
 
 
 def parse_bytes(value: Any, what: str = "memory") -> int:
-    """Parse 512, '512MiB', '2GB', '1.5Gi' into bytes; raise LoaderError naming the bad value."""
+    """Parse 512, '512MiB', '2GB', '1.5Gi', '1PiB' into bytes; raise LoaderError naming the bad value."""
     if isinstance(value, bool):
         raise LoaderError(f"{what}={value!r} is not a size")
     if isinstance(value, (int, float)):
         if not math.isfinite(value):
             raise LoaderError(f"{what}={value!r} is not a finite size")
         return int(value)
-    m = re.fullmatch(r"\s*(-?[0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    m = _SIZE.fullmatch(str(value))
     if not m or m.group(2).lower() not in _UNITS:
-        raise LoaderError(f"{what}={value!r} is not a size (use bytes or a unit such as 512MiB, 2GB)")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        raise LoaderError(f"{what}={value!r} is not a size (use bytes or a unit such as 512MiB, 2GB, 1TiB)")
+    number = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not math.isfinite(number):
+        raise LoaderError(f"{what}={value!r} is not a finite size")
+    return int(number)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first_line: int):
+        super().__init__(key, line, first_line)
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges may be overridden by the mapping's own keys
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: PyYAML's own error follows
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKey(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _with_source(exc: OrchestratorError, source: str) -> OrchestratorError:
+    """The same error (type and attributes such as CycleError.cycle kept) with its message prefixed by the file."""
+    message = str(exc)
+    if source and not source.startswith("<") and not message.startswith(f"{source}:"):
+        exc.args = (f"{source}: {message}",)
+    return exc
 
 
 def _read_text(path: Path) -> str:
@@ -83,11 +124,18 @@ def workflow_from_dict(data: Any, source: str = "<dict>") -> Workflow:
             t["depends_on"] = [t["depends_on"]]
         fixed.append(t)
     data["tasks"] = fixed
-    data.setdefault("name", Path(source).stem if source != "<dict>" else "workflow")
+    data.setdefault("name", _file_stem(source) if not source.startswith("<") else "workflow")
     try:
         return Workflow.model_validate(data)
     except ValidationError as exc:
         raise LoaderError(_pydantic_message(exc, source)) from None
+    except WorkflowError as exc:
+        raise _with_source(exc, source) from None
+
+
+def _file_stem(source: str) -> str:
+    """A workflow file's name without `.json`, `.yaml`, `.yml` and `.gz`."""
+    return re.sub(r"(\.(json|ya?ml))?(\.gz)?$", "", Path(source).name, flags=re.IGNORECASE) or Path(source).name
 
 
 def _cpus_from_avg_cpu(avg_cpu_percent: float | None, core_count: float | None) -> float:
@@ -111,13 +159,21 @@ def _family_from_name(name: str) -> str:
 
 
 def workflow_from_wfcommons(data: dict, source: str = "<wfcommons>") -> Workflow:
-    """Convert a WfCommons instance (1.4: `workflow.tasks`; 1.5/1.6: `workflow.specification` + `execution`)."""
-    version = str(data.get("schemaVersion", ""))
+    """Convert a WfCommons instance (1.4: `workflow.tasks`; 1.5/1.6: `workflow.specification` + `execution`).
+
+    Every task must have a recorded runtime: the simulator and the benchmarks replay it.
+    """
+    raw_version = data.get("schemaVersion")
+    version = str(raw_version).strip() if raw_version is not None else ""
+    if version not in WFCOMMONS_VERSIONS:
+        raise LoaderError(f"{source}: WfCommons schemaVersion {raw_version!r} is not supported "
+                          f"(supported: {', '.join(WFCOMMONS_VERSIONS)})")
     wf = data.get("workflow")
     if not isinstance(wf, dict):
         raise LoaderError(f"{source}: WfCommons file has no 'workflow' object")
-    # A file's own name is unique within a collection (instance names such as "Montage" are not).
-    stem = re.sub(r"\.json(\.gz)?$", "", Path(source).name) if source and not source.startswith("<") else ""
+    # A file's own name is unique within a folder (instance names such as "Montage" are not); a trace library
+    # makes names unique across subfolders (see `trace_names`).
+    stem = _file_stem(source) if source and not source.startswith("<") else ""
     name = stem or str(data.get("name") or "wfcommons")
     try:
         if "specification" in wf:
@@ -125,10 +181,11 @@ def workflow_from_wfcommons(data: dict, source: str = "<wfcommons>") -> Workflow
         elif "tasks" in wf:
             tasks = _wfcommons_14(wf, source)
         else:
-            raise LoaderError(f"{source}: WfCommons schema {version or '?'} with neither 'tasks' nor 'specification'")
-    except (KeyError, TypeError, ValueError) as exc:
+            raise LoaderError(f"{source}: WfCommons schema {version} with neither 'tasks' nor 'specification'")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LoaderError(f"{source}: malformed WfCommons task data ({type(exc).__name__}: {exc})") from None
     execution = wf.get("execution", wf)
+    execution = execution if isinstance(execution, dict) else {}
     metadata = {
         "source": str(source),
         "schema_version": version,
@@ -140,14 +197,44 @@ def workflow_from_wfcommons(data: dict, source: str = "<wfcommons>") -> Workflow
     except ValidationError as exc:
         raise LoaderError(_pydantic_message(exc, source)) from None
     except WorkflowError as exc:
-        raise type(exc)(f"{source}: {exc}") from None
+        raise _with_source(exc, source) from None
 
 
-def _task(task_id: str, category: str, parents: list[str], runtime: float, avg_cpu: float | None,
-          memory: int | None, in_bytes: int, out_bytes: int, machine: str | None, priority: int,
-          core_count: float | None) -> TaskSpec:
-    if runtime is None or not math.isfinite(float(runtime)) or float(runtime) < 0:
-        raise LoaderError(f"task '{task_id}' has runtimeInSeconds={runtime!r}: must be a number >= 0")
+def _number(value: Any, field: str, who: str, source: str, required: bool = False,
+            upper: float | None = None, unit: str = "") -> float | None:
+    """A numeric WfCommons field: a finite number >= 0 (at most `upper`), or None when absent.
+    `who` names the owner in messages, e.g. "task 'ID1'"."""
+    if value is None:
+        if required:
+            raise LoaderError(f"{source}: {who} has no {field}: every task needs its recorded runtime")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LoaderError(f"{source}: {who} has {field}={value!r}: must be a number")
+    if not math.isfinite(value) or value < 0:
+        raise LoaderError(f"{source}: {who} has {field}={value!r}: must be a finite number >= 0")
+    if upper is not None and value > upper:
+        raise LoaderError(f"{source}: {who} has {field}={value!r}, above the limit of {upper:g}{unit}")
+    return float(value)
+
+
+def _parents(value: Any, task_id: str, source: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise LoaderError(f"{source}: task '{task_id}' has parents={value!r}: must be a list of task "
+                          "names or ids")
+    return value
+
+
+def _task(source: str, task_id: str, category: str, parents: list[str], runtime: Any, avg_cpu: Any,
+          memory: Any, in_bytes: int, out_bytes: int, machine: str | None, core_count: Any) -> TaskSpec:
+    max_duration = get_limits().max_duration
+    who = f"task '{task_id}'"
+    runtime = _number(runtime, "runtimeInSeconds", who, source, required=True, upper=max_duration,
+                      unit=f" s ({max_duration / 86400:g} days)")
+    avg_cpu = _number(avg_cpu, "avgCPU", who, source)
+    memory = _number(memory, "memoryInBytes", who, source)
+    core_count = _number(core_count, "coreCount", who, source)
     memory = int(memory) if memory else None
     return TaskSpec(
         id=task_id,
@@ -157,53 +244,111 @@ def _task(task_id: str, category: str, parents: list[str], runtime: float, avg_c
             cpus=_cpus_from_avg_cpu(avg_cpu, core_count),
             memory=memory if memory else estimate_memory(in_bytes, out_bytes),
         ),
-        priority=int(priority or 0),
+        priority=0,  # Pegasus's priority is its own, not the user's
         input_bytes=in_bytes,
         output_bytes=out_bytes,
-        duration=float(runtime),
+        duration=runtime,
         observed=Observation(
-            runtime=float(runtime),
+            runtime=runtime,
             avg_cpu=(avg_cpu / 100.0) if avg_cpu is not None else None,
             peak_memory=memory,
-            machine=machine,
+            machine=machine if isinstance(machine, str) else None,
         ),
     )
 
 
-def _wfcommons_14(wf: dict, source: str) -> list[TaskSpec]:
-    raw = wf["tasks"]
+def _task_list(raw: Any, where: str, source: str) -> list[dict]:
     if not isinstance(raw, list) or not raw:
-        raise LoaderError(f"{source}: WfCommons 'workflow.tasks' must be a non-empty list")
+        raise LoaderError(f"{source}: WfCommons '{where}' must be a non-empty list")
+    for i, t in enumerate(raw):
+        if not isinstance(t, dict):
+            raise LoaderError(f"{source}: WfCommons {where} #{i} must be a mapping, got {type(t).__name__}")
+    return raw
+
+
+def _task_key(t: dict, key: str, i: int, where: str, source: str) -> str:
+    value = t.get(key)
+    if not isinstance(value, str) or not value:
+        raise LoaderError(f"{source}: WfCommons {where} #{i} has {key}={value!r}: must be a non-empty string")
+    return value
+
+
+def _file_size(f: Any, who: str, source: str) -> int:
+    if not isinstance(f, dict):
+        raise LoaderError(f"{source}: {who} has a file entry {f!r} that is not a mapping")
+    file_name = f.get("name", f.get("id"))
+    what = f"sizeInBytes of file {file_name!r}" if file_name is not None else "a file with sizeInBytes"
+    return int(_number(f.get("sizeInBytes"), what, who, source) or 0)
+
+
+def _wfcommons_14(wf: dict, source: str) -> list[TaskSpec]:
+    raw = _task_list(wf["tasks"], "workflow.tasks", source)
     # Parents are referenced by task name in 1.4.
     tasks = []
-    for t in raw:
+    for i, t in enumerate(raw):
+        name = _task_key(t, "name", i, "workflow.tasks", source)
         files = t.get("files") or []
-        in_b = sum(int(f.get("sizeInBytes") or 0) for f in files if f.get("link") == "input")
-        out_b = sum(int(f.get("sizeInBytes") or 0) for f in files if f.get("link") == "output")
-        category = t.get("category") or re.sub(r"_ID\d+$", "", t["name"])
-        tasks.append(_task(t["name"], category, list(t.get("parents") or []), t.get("runtimeInSeconds", t.get("runtime")),
-                           t.get("avgCPU"), t.get("memoryInBytes"), in_b, out_b, t.get("machine"),
-                           0, t.get("cores")))  # Pegasus's priority is its own, not the user's
+        if not isinstance(files, list):
+            raise LoaderError(f"{source}: task '{name}' has files={files!r}: must be a list")
+        sizes = [(f.get("link") if isinstance(f, dict) else None, _file_size(f, f"task '{name}'", source))
+                 for f in files]
+        in_b = sum(size for link, size in sizes if link == "input")
+        out_b = sum(size for link, size in sizes if link == "output")
+        category = t.get("category") or re.sub(r"_ID\d+$", "", name)
+        runtime = t["runtimeInSeconds"] if "runtimeInSeconds" in t else t.get("runtime")
+        tasks.append(_task(source, name, category, _parents(t.get("parents"), name, source), runtime,
+                           t.get("avgCPU"), t.get("memoryInBytes"), in_b, out_b, t.get("machine"), t.get("cores")))
     return tasks
 
 
 def _wfcommons_15(wf: dict, source: str) -> list[TaskSpec]:
     spec = wf["specification"]
-    raw = spec["tasks"]
-    if not isinstance(raw, list) or not raw:
-        raise LoaderError(f"{source}: WfCommons 'specification.tasks' must be a non-empty list")
-    sizes = {f["id"]: int(f.get("sizeInBytes") or 0) for f in spec.get("files") or []}
-    exec_by_id = {t["id"]: t for t in (wf.get("execution") or {}).get("tasks") or []}
+    if not isinstance(spec, dict):
+        raise LoaderError(f"{source}: WfCommons 'workflow.specification' must be a mapping")
+    raw = _task_list(spec.get("tasks"), "specification.tasks", source)
+    files = spec.get("files") or []
+    if not isinstance(files, list):
+        raise LoaderError(f"{source}: WfCommons 'specification.files' must be a list")
+    sizes: dict[str, int] = {}
+    for i, f in enumerate(files):
+        if not isinstance(f, dict) or not isinstance(f.get("id"), str):
+            raise LoaderError(f"{source}: WfCommons specification.files #{i} must be a mapping with an 'id'")
+        sizes[f["id"]] = _file_size(f, "specification.files", source)
+    execution = wf.get("execution") or {}
+    if not isinstance(execution, dict):
+        raise LoaderError(f"{source}: WfCommons 'workflow.execution' must be a mapping")
+    exec_by_id = {}
+    for i, t in enumerate(execution.get("tasks") or []):
+        if not isinstance(t, dict):
+            raise LoaderError(f"{source}: WfCommons execution.tasks #{i} must be a mapping, got {type(t).__name__}")
+        exec_by_id[_task_key(t, "id", i, "execution.tasks", source)] = t
     tasks = []
-    for t in raw:
-        ex = exec_by_id.get(t["id"], {})
-        in_b = sum(sizes.get(f, 0) for f in t.get("inputFiles") or [])
-        out_b = sum(sizes.get(f, 0) for f in t.get("outputFiles") or [])
+    for i, t in enumerate(raw):
+        task_id = _task_key(t, "id", i, "specification.tasks", source)
+        ex = exec_by_id.get(task_id)
+        if ex is None or ex.get("runtimeInSeconds") is None:
+            raise LoaderError(
+                f"{source}: task '{task_id}' has no recorded runtime (no execution record with runtimeInSeconds"
+                f"{'' if execution else '; the file has no workflow.execution'}): every task needs one"
+            )
+        in_b = out_b = 0
+        for key in ("inputFiles", "outputFiles"):
+            ids = t.get(key) or []
+            if not isinstance(ids, list):
+                raise LoaderError(f"{source}: task '{task_id}' has {key}={ids!r}: must be a list of file ids")
+            for file_id in ids:
+                if file_id not in sizes:
+                    raise LoaderError(f"{source}: task '{task_id}' lists {key[:-5]} file {file_id!r}, which is "
+                                      "not in specification.files")
+                if key == "inputFiles":
+                    in_b += sizes[file_id]
+                else:
+                    out_b += sizes[file_id]
         machines = ex.get("machines") or []
-        category = t.get("category") or re.sub(r"_ID\d+$", "", t.get("name") or t["id"])
-        tasks.append(_task(t["id"], category, list(t.get("parents") or []), ex.get("runtimeInSeconds", 0.0),
-                           ex.get("avgCPU"), ex.get("memoryInBytes"), in_b, out_b,
-                           machines[0] if machines else None, 0, ex.get("coreCount")))
+        category = t.get("category") or re.sub(r"_ID\d+$", "", t.get("name") or task_id)
+        tasks.append(_task(source, task_id, category, _parents(t.get("parents"), task_id, source),
+                           ex.get("runtimeInSeconds"), ex.get("avgCPU"), ex.get("memoryInBytes"), in_b, out_b,
+                           machines[0] if isinstance(machines, list) and machines else None, ex.get("coreCount")))
     return tasks
 
 
@@ -214,9 +359,12 @@ def load_workflow(path: str | Path) -> Workflow:
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     try:
         if suffixes and suffixes[-1] in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
         else:
             data = json.loads(text)
+    except _DuplicateKey as dup:
+        raise LoaderError(f"Cannot load '{path}': line {dup.line}: key {dup.key!r} is given twice in one mapping "
+                          f"(first at line {dup.first_line})") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise LoaderError(f"Cannot parse '{path}': {exc}") from None
     return workflow_from_dict(data, str(path))
@@ -227,17 +375,53 @@ def find_trace_files(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         raise LoaderError(f"Trace folder '{directory}' does not exist")
-    files = sorted(p for p in directory.rglob("*") if p.name.endswith((".json", ".json.gz")))
+    files = sorted(p for p in directory.rglob("*") if p.name.endswith((".json", ".json.gz")) and p.is_file())
     if not files:
         raise LoaderError(f"Trace folder '{directory}' holds no WfCommons files (*.json, *.json.gz)")
     return files
 
 
+def trace_names(files: list[Path], directory: str | Path) -> list[str]:
+    """A unique workflow name per trace file: its file name without `.json`/`.json.gz`; where two files share
+    that name (x.json and x.json.gz, or one name in two subfolders), their path relative to the folder instead,
+    without the suffix if that is unique, else with it."""
+    directory = Path(directory)
+
+    def relative(p: Path) -> str:
+        try:
+            return p.relative_to(directory).as_posix()
+        except ValueError:
+            return p.as_posix()
+
+    names = [_file_stem(str(p)) for p in files]
+    for rename in (lambda p: re.sub(r"\.json(\.gz)?$", "", relative(p)), relative):
+        counts: dict[str, int] = {}
+        for n in names:
+            counts[n] = counts.get(n, 0) + 1
+        names = [rename(p) if counts[n] > 1 else n for p, n in zip(files, names)]
+    seen: dict[str, int] = {}
+    unique = []
+    for n in names:  # left: a file named like another's path, e.g. "x.json.json" beside "x.json"
+        k = seen[n] = seen.get(n, 0) + 1
+        unique.append(n if k == 1 else f"{n}~{k}")
+    return unique
+
+
+def load_trace_files(directory: str | Path) -> list[tuple[Path, Workflow]]:
+    """Every WfCommons file under a folder with its workflow, named uniquely within the folder (`trace_names`)."""
+    files = find_trace_files(directory)
+    loaded = []
+    for path, name in zip(files, trace_names(files, directory)):
+        wf = load_workflow(path)
+        loaded.append((path, wf if wf.name == name else wf.model_copy(update={"name": name})))
+    return loaded
+
+
 def load_traces(directory: str | Path) -> list[Workflow]:
-    """Load every WfCommons file under a folder."""
-    return [load_workflow(p) for p in find_trace_files(directory)]
+    """Load every WfCommons file under a folder (names unique within it)."""
+    return [wf for _, wf in load_trace_files(directory)]
 
 
 def default_trace_dir() -> Path:
-    """The real traces bundled with the project (see data/traces/README.md)."""
+    """The real traces bundled with the project (provenance: data/traces/README.md)."""
     return Path(__file__).resolve().parent.parent / "data" / "traces"

@@ -7,6 +7,7 @@ raises a `WorkflowError` subclass that names the problem; nothing half-built is 
 from __future__ import annotations
 
 import math
+import os
 import re
 from typing import Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .errors import (
     CycleError,
     DuplicateTaskError,
+    OrchestratorError,
     ResourceRequestError,
     UnknownTaskError,
     WorkflowTooLargeError,
@@ -22,6 +24,8 @@ from .errors import (
 
 GiB = 1024**3
 TiB = 1024**4
+MAX_TASKS_ENV = "ORCHESTRATOR_MAX_TASKS"
+_BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
 _PYTHON_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TASK_ID = re.compile(r"^[^\s/]{1,200}$")
@@ -36,22 +40,71 @@ class Limits(BaseModel):
     max_cpus: float = 1024.0
     max_memory: int = 16 * TiB
     max_gpus: float = 64.0
+    max_custom: float = 1e9  # any one custom resource
     max_retries: int = 100
     max_timeout: float = 30 * 24 * 3600.0
+    max_duration: float = 365 * 24 * 3600.0  # a task's expected or recorded runtime, seconds
+
+
+class LimitsError(OrchestratorError):
+    """A configured limit (environment variable or option) is not a valid value."""
 
 
 DEFAULT_LIMITS = Limits()
-_active_limits: Limits = DEFAULT_LIMITS
+_active_limits: Limits | None = None  # set by set_limits(); None = the defaults and the environment
 
 
-def set_limits(limits: Limits) -> None:
-    """Set the limits that every later `Workflow` is validated against."""
+def set_limits(limits: Limits | None) -> None:
+    """Set the limits that every later `Workflow` is validated against (None: back to defaults + environment)."""
     global _active_limits
     _active_limits = limits
 
 
+def parse_max_tasks(value: Any, what: str) -> int:
+    """A task-count limit given by a user: a whole number >= 1; LimitsError naming `what` otherwise."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        n = int(str(value).strip().replace("_", "")) if not isinstance(value, int) else value
+    except ValueError:
+        raise LimitsError(f"{what}={value!r} is not a whole number of tasks") from None
+    if n < 1:
+        raise LimitsError(f"{what}={value!r}: the task limit must be at least 1")
+    return n
+
+
 def get_limits() -> Limits:
-    return _active_limits
+    """The active limits: those set with `set_limits`, else the defaults with `$ORCHESTRATOR_MAX_TASKS` applied."""
+    if _active_limits is not None:
+        return _active_limits
+    env = os.environ.get(MAX_TASKS_ENV)
+    if env is None or not env.strip():
+        return DEFAULT_LIMITS
+    return DEFAULT_LIMITS.model_copy(update={"max_tasks": parse_max_tasks(env, MAX_TASKS_ENV)})
+
+
+def with_max_tasks(max_tasks: int | None) -> None:
+    """Raise or lower the workflow-size limit for the rest of the process (None: leave it as it is)."""
+    if max_tasks is not None:
+        set_limits(get_limits().model_copy(update={"max_tasks": parse_max_tasks(max_tasks, "--max-tasks")}))
+
+
+def format_bytes(n: float) -> str:
+    """A byte count for people: 17592186044416 -> '16 TiB', 1536 -> '1.5 KiB'."""
+    if not math.isfinite(n):
+        return str(n)
+    value, unit = float(n), 0
+    while abs(value) >= 1024 and unit < len(_BINARY_UNITS) - 1:
+        value /= 1024
+        unit += 1
+    text = f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+    return f"{text} {_BINARY_UNITS[unit]}"
+
+
+def _no_bool(value: Any, info) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"{info.field_name}={value!r} is a boolean; give a number")
+    return value
 
 
 class Resources(BaseModel):
@@ -63,6 +116,17 @@ class Resources(BaseModel):
     memory: int = 0
     gpus: float = 0.0
     custom: dict[str, float] = Field(default_factory=dict)
+
+    _numbers_not_bools = field_validator("cpus", "memory", "gpus", mode="before")(_no_bool)
+
+    @field_validator("custom", mode="before")
+    @classmethod
+    def _custom_not_bools(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for name, value in v.items():
+                if isinstance(value, bool):
+                    raise ValueError(f"custom resource {name}={value!r} is a boolean; give a number")
+        return v
 
 
 class Observation(BaseModel):
@@ -101,6 +165,9 @@ class TaskSpec(BaseModel):
     output_bytes: int | None = None
     duration: float | None = None
     observed: Observation | None = None
+
+    _numbers_not_bools = field_validator("retries", "retry_delay", "timeout", "priority", "input_bytes",
+                                         "output_bytes", "duration", mode="before")(_no_bool)
 
     @field_validator("id")
     @classmethod
@@ -163,13 +230,20 @@ def _check_resources(task: TaskSpec, limits: Limits) -> None:
         if not math.isfinite(value) or value < 0:
             raise ResourceRequestError(f"Task '{task.id}' requests {name}={value}: must be a finite number >= 0")
         if value > upper:
+            shown, limit = (f"{format_bytes(value)} ({value} bytes)", format_bytes(upper)) if name == "memory" \
+                else (value, upper)
             raise ResourceRequestError(
-                f"Task '{task.id}' requests {name}={value}, above the limit of {upper}; "
+                f"Task '{task.id}' requests {name}={shown}, above the limit of {limit}; "
                 "lower the request or raise the limit"
             )
     for name, value in r.custom.items():
         if not math.isfinite(value) or value < 0:
             raise ResourceRequestError(f"Task '{task.id}' requests custom resource {name}={value}: must be >= 0")
+        if value > limits.max_custom:
+            raise ResourceRequestError(
+                f"Task '{task.id}' requests custom resource {name}={value}, above the limit of "
+                f"{limits.max_custom:g}; lower the request or raise the limit"
+            )
     if task.retries < 0 or task.retries > limits.max_retries:
         raise ResourceRequestError(
             f"Task '{task.id}' has retries={task.retries}: must be between 0 and {limits.max_retries}"
@@ -183,6 +257,11 @@ def _check_resources(task: TaskSpec, limits: Limits) -> None:
         raise ResourceRequestError(f"Task '{task.id}' has retry_delay={task.retry_delay}: must be >= 0")
     if task.duration is not None and (not math.isfinite(task.duration) or task.duration < 0):
         raise ResourceRequestError(f"Task '{task.id}' has duration={task.duration}: must be a finite number >= 0")
+    if task.duration is not None and task.duration > limits.max_duration:
+        raise ResourceRequestError(
+            f"Task '{task.id}' has duration={task.duration:g} s, above the limit of {limits.max_duration:g} s "
+            f"({limits.max_duration / 86400:g} days)"
+        )
     for name in ("input_bytes", "output_bytes"):
         v = getattr(task, name)
         if v is not None and v < 0:
@@ -196,8 +275,8 @@ def validate_workflow(wf: Workflow, limits: Limits = DEFAULT_LIMITS) -> None:
         raise UnknownTaskError(f"Workflow '{wf.name}' has no tasks")
     if n > limits.max_tasks:
         raise WorkflowTooLargeError(
-            f"Workflow '{wf.name}' has {n} tasks, above the limit of {limits.max_tasks}; "
-            "split it or raise Limits.max_tasks"
+            f"Workflow '{wf.name}' has {n} tasks, above the limit of {limits.max_tasks}; split it or raise "
+            f"the limit (--max-tasks N on the command line, or the environment variable {MAX_TASKS_ENV}=N)"
         )
     index: dict[str, int] = {}
     for i, t in enumerate(wf.tasks):
@@ -211,13 +290,20 @@ def validate_workflow(wf: Workflow, limits: Limits = DEFAULT_LIMITS) -> None:
             if dep not in index:
                 raise UnknownTaskError(f"Task '{t.id}' depends on unknown task '{dep}'")
             if dep == t.id:
-                raise CycleError([t.id])
+                raise _cycle_error(wf.name, [t.id])
             if dep in seen:
                 raise DuplicateTaskError(f"Task '{t.id}' lists dependency '{dep}' twice")
             seen.add(dep)
     cycle = find_cycle(wf.tasks, index)
     if cycle:
-        raise CycleError(cycle)
+        raise _cycle_error(wf.name, cycle)
+
+
+def _cycle_error(name: str, cycle: list[str]) -> CycleError:
+    """A CycleError (its `.cycle` the ids) whose message names the workflow."""
+    err = CycleError(cycle)
+    err.args = (f"Workflow '{name}' has a dependency cycle: {' -> '.join(cycle + cycle[:1])}",)
+    return err
 
 
 def find_cycle(tasks: list[TaskSpec], index: dict[str, int]) -> list[str] | None:

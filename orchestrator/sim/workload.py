@@ -12,7 +12,7 @@ import numpy as np
 
 from ..dag import DagAnalysis, DagArrays, analyse, dag_arrays
 from ..errors import SimulationError
-from ..loaders import find_trace_files, load_workflow
+from ..loaders import load_trace_files
 from ..model import Workflow
 from .cluster import Cluster
 
@@ -87,13 +87,19 @@ class TraceLibrary:
     def __init__(self, entries: Sequence[TraceEntry]):
         if not entries:
             raise SimulationError("A trace library needs at least one workflow")
+        names: set[str] = set()
+        for e in entries:
+            if e.name in names:  # results are keyed by workflow name
+                raise SimulationError(f"Two workflows of the trace library are named '{e.name}'; names must be "
+                                      "unique (TraceLibrary.from_workflows renames repeats)")
+            names.add(e.name)
         self.entries = list(entries)
 
     @classmethod
     def from_dir(cls, directory: str | Path, max_tasks: int | None = None) -> "TraceLibrary":
+        """Every trace file under a folder; names are unique (a folder-relative path where file names repeat)."""
         entries = []
-        for path in find_trace_files(directory):
-            wf = load_workflow(path)
+        for _, wf in load_trace_files(directory):
             if max_tasks is None or len(wf.tasks) <= max_tasks:
                 entries.append(TraceEntry.from_workflow(wf))
         if not entries:
@@ -102,7 +108,17 @@ class TraceLibrary:
 
     @classmethod
     def from_workflows(cls, workflows: Sequence[Workflow]) -> "TraceLibrary":
-        return cls([TraceEntry.from_workflow(wf) for wf in workflows])
+        """The given workflows; a repeated name gets a numeric suffix (`name~2`, `name~3`, ...)."""
+        used: set[str] = set()
+        entries = []
+        for wf in workflows:
+            name, k = wf.name, 1
+            while name in used:
+                k += 1
+                name = f"{wf.name}~{k}"
+            used.add(name)
+            entries.append(TraceEntry.from_workflow(wf if name == wf.name else wf.model_copy(update={"name": name})))
+        return cls(entries)
 
     @property
     def families(self) -> list[str]:
@@ -164,8 +180,16 @@ def poisson_workload(library: TraceLibrary, cluster: Cluster, load: float, num_j
         raise SimulationError(f"load must be > 0, got {load}")
     if num_jobs < 1:
         raise SimulationError(f"num_jobs must be >= 1, got {num_jobs}")
+    if not time_scale > 0:
+        raise SimulationError(f"time_scale must be > 0, got {time_scale}")
     rng = np.random.default_rng(seed)
     mean_work = float(np.mean([e.cpu_work for e in library.entries])) * time_scale
+    if not (np.isfinite(mean_work) and mean_work > 0):
+        raise SimulationError(
+            f"Cannot scale arrivals to load {load}: the workflows' mean cpu work is {mean_work:g} cpu-seconds "
+            f"over {len(library.entries)} workflow(s): their task runtimes x cpus sum to zero); "
+            "use workflows whose tasks have recorded runtimes"
+        )
     rate = load * cluster.total_cpus / mean_work
     picks = rng.integers(0, len(library.entries), size=num_jobs)
     gaps = rng.exponential(1.0 / rate, size=num_jobs)
