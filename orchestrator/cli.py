@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import OrchestratorError
 
@@ -41,5 +42,6 @@ def main() -> None:
     try:
         app()
     except OrchestratorError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        # The message is user text (file names, task ids): printed literally, one line per sentence, never wrapped.
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import ray
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli import app, main
+from orchestrator.dag import analyse, dag_arrays
 from orchestrator.errors import OrchestratorError
+from orchestrator.loaders import load_workflow
+from orchestrator.model import set_limits
 
 runner = CliRunner()
 
@@ -23,9 +28,88 @@ def invoke(*args):
 def test_validate_and_analyse(trace_dir):
     path = trace_dir / "wfcommons/montage/montage-chameleon-2mass-01d-001.json.gz"
     r = invoke("validate", path)
-    assert r.exit_code == 0 and "103 tasks" in r.output
+    assert r.exit_code == 0 and "ok montage-chameleon-2mass-01d-001: 103 tasks" in r.output
     r = invoke("analyse", path)
-    assert r.exit_code == 0 and "critical path" in r.output
+    assert r.exit_code == 0
+    wf = load_workflow(path)
+    a = analyse(dag_arrays(wf))
+    rows = {m.group(1).strip(): m.group(2) for m in re.finditer(r"│ (.+?) +│ +(\S+) │", r.output)}
+    assert rows["tasks"] == "103" and rows["levels"] == str(a.num_levels)
+    assert rows["critical path (s)"] == f"{a.critical_path_length:.1f}"
+    assert rows["total work (cpu-s)"] == f"{a.total_work:.1f}"
+    assert float(rows["critical path (s)"]) > 0 and int(rows["critical path tasks"]) == len(a.critical_path)
+
+
+def _main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
+    """`orchestrator ARGS` through the installed entry point (errors exit 2), in this process."""
+    monkeypatch.setattr(sys, "argv", ["orchestrator", *map(str, args)])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code or 0
+    finally:
+        set_limits(None)  # --max-tasks sets the limit for the rest of the process
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("name: c\ntasks:\n  - {id: a, depends_on: [b]}\n  - {id: b, depends_on: [a]}\n",
+     "Workflow 'c' has a dependency cycle: "),
+    ("name: u\ntasks:\n  - {id: a, depends_on: [zz]}\n", "Task 'a' depends on unknown task 'zz'"),
+    ("name: r\ntasks:\n  - {id: a, resources: {memory: 1EB}}\n",
+     "Task 'a' requests memory=888.2 PiB (1000000000000000000 bytes), above the limit of 16 TiB; lower the request "
+     "or raise the limit"),
+    ("name: d\ntasks:\n  - id: a\n    id: b\n", "line 4: key 'id' is given twice in one mapping (first at line 3)"),
+    ("name: m\ntasks:\n  - {id: 'a[red]b', depends_on: ['x[/bold]']}\n",
+     "Task 'a[red]b' depends on unknown task 'x[/bold]'"),
+])
+def test_validate_exits_2_with_the_problem_on_one_line(tmp_path, capsys, monkeypatch, content, needle):
+    path = tmp_path / "wf.yaml"
+    path.write_text(content)
+    code, out, err = _main(capsys, monkeypatch, "validate", path)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and needle in err  # brackets printed as written, never as markup
+    assert err.count("\n") == 1  # not wrapped at 80 columns
+
+
+def test_validate_max_tasks_option_and_environment(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "w.yaml"
+    path.write_text("name: w\ntasks:\n" + "".join(f"  - {{id: t{i}}}\n" for i in range(5)))
+    code, _, err = _main(capsys, monkeypatch, "validate", path, "--max-tasks", "4")
+    assert code == 2 and "Workflow 'w' has 5 tasks, above the limit of 4; split it or raise the limit " \
+                          "(--max-tasks N on the command line, or the environment variable ORCHESTRATOR_MAX_TASKS=N)" in err
+    code, out, _ = _main(capsys, monkeypatch, "validate", path, "--max-tasks", "5")
+    assert code == 0 and "ok w: 5 tasks" in out
+    monkeypatch.setenv("ORCHESTRATOR_MAX_TASKS", "2")
+    code, _, err = _main(capsys, monkeypatch, "validate", path)
+    assert code == 2 and "5 tasks, above the limit of 2" in err
+    monkeypatch.setenv("ORCHESTRATOR_MAX_TASKS", "two")
+    code, _, err = _main(capsys, monkeypatch, "validate", path)
+    assert code == 2 and "ORCHESTRATOR_MAX_TASKS='two' is not a whole number of tasks" in err
+
+
+def test_markup_characters_in_names_are_printed_as_written(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps({"name": "[bold]w[/bold] [red]", "tasks": [
+        {"id": "a[x]", "duration": 2.0}, {"id": "[b]", "depends_on": ["a[x]"], "duration": 3.0}]}))
+    r = invoke("validate", path)
+    assert r.exit_code == 0, r.output
+    assert "ok [bold]w[/bold] [red]: 2 tasks" in r.output
+    r = invoke("analyse", path)
+    assert r.exit_code == 0, r.output
+    assert "[bold]w[/bold] [red]" in r.output and "5.0" in r.output  # critical path a[x] -> [b]
+
+
+def test_the_installed_command_prints_markup_in_errors_literally(tmp_path):
+    path = tmp_path / "wf.json"
+    path.write_text(json.dumps({"name": "m", "tasks": [{"id": "a[/]"}, {"id": "b", "depends_on": ["x[/bold]"]}]}))
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "validate", str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: Invalid workflow in ") and "task id 'a[/]' must be" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("content,needle", [

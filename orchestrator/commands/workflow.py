@@ -6,28 +6,41 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..dag import analyse, dag_arrays
 from ..loaders import load_workflow
+from ..model import MAX_TASKS_ENV, DEFAULT_LIMITS, with_max_tasks
+
+MAX_TASKS_HELP = (f"Largest workflow accepted, in tasks (default {DEFAULT_LIMITS.max_tasks:,}, "
+                  f"or ${MAX_TASKS_ENV} when set)")
+
+
+def max_tasks_option():
+    return typer.Option(None, "--max-tasks", min=1, help=MAX_TASKS_HELP)
 
 
 def register(app: typer.Typer) -> None:
     console = Console()
 
     @app.command()
-    def validate(path: Path = typer.Argument(..., help="Workflow file: YAML, JSON or WfCommons JSON (.gz ok)")):
+    def validate(path: Path = typer.Argument(..., help="Workflow file: YAML, JSON or WfCommons JSON (.gz ok)"),
+                 max_tasks: int | None = max_tasks_option()):
         """Validate a workflow file and print its size; exit 2 with the problem named if it is invalid."""
+        with_max_tasks(max_tasks)
         wf = load_workflow(path)
-        console.print(f"[green]ok[/] {wf.name}: {len(wf.tasks)} tasks")
+        console.print(f"[green]ok[/] {escape(wf.name)}: {len(wf.tasks)} tasks", soft_wrap=True)
 
     @app.command(name="analyse")
-    def analyse_cmd(path: Path = typer.Argument(..., help="Workflow file")):
+    def analyse_cmd(path: Path = typer.Argument(..., help="Workflow file"),
+                    max_tasks: int | None = max_tasks_option()):
         """Print levels, critical path, work and parallelism of a workflow (durations from the file)."""
+        with_max_tasks(max_tasks)
         wf = load_workflow(path)
         dag = dag_arrays(wf)
         a = analyse(dag)
-        table = Table(title=f"{wf.name}")
+        table = Table(title=escape(wf.name))
         table.add_column("property")
         table.add_column("value", justify="right")
         table.add_row("tasks", str(dag.n))
