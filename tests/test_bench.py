@@ -19,6 +19,7 @@ from orchestrator.bench import (
     load_config,
     mean_ci,
     paired_comparison,
+    paired_comparisons,
     run_benchmark,
     summarise,
 )
@@ -67,6 +68,51 @@ def test_every_run_respects_its_lower_bounds(quick_run):
         value, lb = _metric(results, metric), _metric(results, bound)
         assert len(value) == len(lb) > 0
         assert (value >= lb * (1 - 1e-9)).all(), f"{metric} below {bound}:\n{(value - lb)[value < lb]}"
+
+
+def test_the_separate_bounds_are_reported_and_make_up_the_combined_one(quick_run, trace_library, quick_config):
+    results = quick_run.results
+    makespan, lb = _metric(results, "makespan"), _metric(results, "makespan_lb")
+    cp, work = _metric(results, "critical_path_lb"), _metric(results, "work_lb")
+    assert len(cp) == len(work) == len(lb) > 0
+    assert ((cp > 0) & (work > 0)).all()
+    assert (lb >= np.maximum(cp, work) * (1 - 1e-12)).all() and (makespan >= lb * (1 - 1e-9)).all()
+    # One workflow alone from time 0: its critical path, and its cpu work over the cluster's cpus.
+    single = cp.reset_index()
+    single = single[single["scenario"].str.startswith("single:")]
+    assert len(single) > 0
+    for row in single.itertuples():
+        entry = trace_library.by_name(row.scenario.removeprefix("single:"))
+        assert row.value == pytest.approx(entry.analysis.critical_path_length, rel=1e-9)
+        key = (row.scenario, row.load, row.nodes, row.policy, row.seed)
+        total_cpus = row.nodes * quick_config.single.cpus_per_node
+        assert work.loc[key] == pytest.approx(entry.cpu_work / total_cpus, rel=1e-9)
+
+
+def test_a_library_without_work_is_a_simulation_error_not_a_division_by_zero():
+    from orchestrator.errors import SimulationError
+    from orchestrator.loaders import workflow_from_dict
+    from orchestrator.sim import Cluster, TraceLibrary, poisson_workload
+
+    wf = workflow_from_dict({"name": "idle", "tasks": [{"id": "a", "duration": 0.0}, {"id": "b", "duration": 0.0}]})
+    with pytest.raises(SimulationError, match="mean cpu work is 0 cpu-seconds"):
+        poisson_workload(TraceLibrary.from_workflows([wf]), Cluster.homogeneous(2), 0.5, 3)
+
+
+def test_results_keep_one_row_per_key_when_trace_file_names_repeat(tmp_path, trace_dir, quick_config):
+    import gzip
+    import shutil
+
+    src = trace_dir / "wfcommons" / "montage" / "montage-chameleon-2mass-005d-001.json.gz"
+    for rel in ("m.json.gz", "a/m.json.gz", "b/m.json.gz"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, tmp_path / rel)
+    (tmp_path / "m.json").write_bytes(gzip.decompress(src.read_bytes()))
+    config = quick_config.with_overrides(traces=tmp_path, seeds=1, **{"single.workflows_per_family": 4,
+                                                                       "single.nodes": [2]})
+    run = run_benchmark(config, scenarios="single")
+    assert set(run.results["scenario"]) == {"single:m.json", "single:m.json.gz", "single:a/m", "single:b/m"}
+    assert not run.results.duplicated(subset=KEYS).any()
 
 
 def test_same_seed_gives_identical_results(quick_run, quick_config):
@@ -120,14 +166,37 @@ def test_mean_ci_matches_the_t_distribution():
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.floats(min_value=1.0, max_value=1e6), min_size=2, max_size=8))
-def test_summary_interval_contains_the_mean(values):
+@given(st.lists(st.floats(min_value=1.0, max_value=1e6), min_size=1, max_size=8))
+def test_summary_interval_is_the_t_interval_of_the_seeds(values):
     df = pd.DataFrame({"scenario": "online", "load": 0.5, "nodes": 4, "policy": "fifo",
                        "seed": range(len(values)), "metric": "avg_jct", "value": values})
     row = summarise(df).iloc[0]
     assert row["n"] == len(values)
-    assert row["ci_low"] <= row["mean"] * (1 + 1e-12) and row["mean"] <= row["ci_high"] * (1 + 1e-12)
+    assert row["mean"] == pytest.approx(sum(values) / len(values))
     assert row["ratio_to_baseline"] == pytest.approx(1.0)
+    if len(values) == 1:  # no interval from one seed
+        assert math.isnan(row["ci_half"]) and math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
+        return
+    # scipy's own t interval, from the sample's mean and standard error.
+    sem = scipy_stats.sem(values)
+    if sem == 0:
+        assert row["ci_half"] == 0.0
+        return
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=sem)
+    assert row["ci_low"] == pytest.approx(low, rel=1e-9, abs=1e-9)
+    assert row["ci_high"] == pytest.approx(high, rel=1e-9, abs=1e-9)
+
+
+def test_summary_interval_narrows_with_more_seeds():
+    rng = np.random.default_rng(7)
+    values = rng.normal(100.0, 10.0, size=64)
+    halves = []
+    for n in (4, 16, 64):
+        df = pd.DataFrame({"scenario": "online", "load": 0.5, "nodes": 4, "policy": "fifo", "seed": range(n),
+                           "metric": "avg_jct", "value": values[:n]})
+        halves.append(summarise(df).iloc[0]["ci_half"])
+    assert halves[0] > halves[1] > halves[2] > 0
+    assert halves[2] == pytest.approx(scipy_stats.t.ppf(0.975, 63) * values.std(ddof=1) / 8)
 
 
 def test_summary_ratios(quick_run, quick_config):
@@ -144,11 +213,24 @@ def test_summary_ratios(quick_run, quick_config):
 
 
 def test_a_policy_against_itself_shows_no_difference(quick_run):
-    result = paired_comparison(quick_run.results, "srpt-cp", "srpt-cp", metric="avg_jct")
-    assert result.identical and not result.significant
-    assert result.p_wilcoxon == 1.0 and result.p_ttest == 1.0
-    assert result.mean_diff == 0.0 and result.ci_low == result.ci_high == 0.0
-    assert result.verdict.startswith("no significant difference at alpha=0.05")
+    results = paired_comparisons(quick_run.results, "srpt-cp", "srpt-cp", metric="avg_jct")
+    assert [r.scenario for r in results] == ["online", "single"]
+    for result in results:
+        assert result.identical and not result.significant
+        assert result.p_wilcoxon == 1.0 and result.p_ttest == 1.0
+        assert result.mean_diff == 0.0 and result.ci_low == result.ci_high == 0.0
+        assert result.verdict.startswith("no significant difference at alpha=0.05")
+
+
+def test_one_test_never_pools_online_and_single_scenarios(quick_run, quick_config):
+    with pytest.raises(ComparisonError, match="several kinds of scenario \\(online, single\\)"):
+        paired_comparison(quick_run.results, "fifo", "srpt-cp", metric="avg_jct")
+    online, single = paired_comparisons(quick_run.results, "fifo", "srpt-cp", metric="avg_jct")
+    assert online.scenario == "online" and set(online.pairs["scenario"]) == {"online"}
+    assert online.n == len(quick_config.online.loads) * quick_config.seeds
+    assert single.scenario == "single" and all(s.startswith("single:") for s in single.pairs["scenario"])
+    only_single = quick_run.results[quick_run.results["scenario"] != "online"]
+    assert paired_comparison(only_single, "fifo", "srpt-cp", metric="avg_jct").n == single.n
 
 
 def test_srpt_cp_beats_fifo_on_online_avg_jct(quick_run):

@@ -18,7 +18,8 @@ _EXPORTS = {
     "config": ["BenchConfig", "BenchConfigError", "OnlineScenario", "SingleScenario", "load_config"],
     "runner": ["RESULT_COLUMNS", "BenchRun", "check_policies", "run_benchmark"],
     "scenarios": ["BenchPlan", "Cell", "build_plan", "load_library"],
-    "stats": ["ABResult", "ComparisonError", "mean_ci", "paired_comparison", "single_overview", "summarise"],
+    "stats": ["ABResult", "ComparisonError", "mean_ci", "paired_comparison", "paired_comparisons", "single_overview",
+              "summarise"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = list(_MODULE_OF)
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from .config import BenchConfig, BenchConfigError, OnlineScenario, SingleScenario, load_config
     from .runner import RESULT_COLUMNS, BenchRun, check_policies, run_benchmark
     from .scenarios import BenchPlan, Cell, build_plan, load_library
-    from .stats import ABResult, ComparisonError, mean_ci, paired_comparison, single_overview, summarise
+    from .stats import (ABResult, ComparisonError, mean_ci, paired_comparison, paired_comparisons, single_overview,
+                        summarise)
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,8 @@ the printed tables as markdown, and the plots."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +14,19 @@ from ..errors import OrchestratorError
 from .plots import write_plots
 from .report import TextTable
 from .runner import BenchRun
+
+
+def prepare_output_dir(out: str | Path) -> Path:
+    """Create `out` if needed and check that files can be written in it (before a long run, not after)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OrchestratorError(f"Cannot write to output folder '{out}': {exc.strerror or exc}") from None
+    return out
 
 
 def write_outputs(run: BenchRun, summary: pd.DataFrame, tables: list[TextTable], out: str | Path) -> list[Path]:

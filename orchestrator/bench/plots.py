@@ -25,6 +25,11 @@ def _errorbar(ax, x, rows: pd.DataFrame, label: str, k: int) -> None:
                 marker=MARKERS[k % len(MARKERS)], linestyle=DASHES[k % len(DASHES)], markersize=5, alpha=0.85)
 
 
+def _ci_label(summary: pd.DataFrame) -> str:
+    n = int(summary["n"].max()) if len(summary) else 0
+    return "mean, 95% CI over seeds" if n >= 2 else "mean of 1 seed, no CI"
+
+
 def _offset(k: int, count: int) -> float:
     return k - (count - 1) / 2
 
@@ -46,7 +51,7 @@ def plot_online(summary: pd.DataFrame, policies: Sequence[str], path: Path) -> P
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     nodes = int(online["nodes"].iloc[0])
-    fig.suptitle(f"online workflow mixes on {nodes} nodes (mean, 95% CI over seeds)")
+    fig.suptitle(f"online workflow mixes on {nodes} nodes ({_ci_label(online)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -76,7 +81,7 @@ def plot_single(summary: pd.DataFrame, policies: Sequence[str], path: Path) -> P
     for ax in list(axes.flat)[len(scenarios):]:
         ax.set_visible(False)
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("single workflow: makespan over its lower bound (mean, 95% CI over seeds)")
+    fig.suptitle(f"single workflow: makespan over its lower bound ({_ci_label(single)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

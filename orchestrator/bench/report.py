@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
+from rich.markup import escape
 from rich.table import Table
 
 from .runner import BenchRun
@@ -14,7 +15,8 @@ from .stats import LOWER_BOUNDS, ABResult
 
 ONLINE_METRICS = ("avg_jct", "p95_jct", "avg_slowdown", "makespan", "utilisation")
 SINGLE_METRICS = ("makespan",)
-UNITS = {"avg_jct": "s", "p95_jct": "s", "makespan": "s", "makespan_lb": "s", "avg_jct_lb": "s"}
+UNITS = {"avg_jct": "s", "p95_jct": "s", "makespan": "s", "makespan_lb": "s", "avg_jct_lb": "s",
+         "critical_path_lb": "s", "work_lb": "s"}
 
 
 @dataclass
@@ -28,13 +30,15 @@ class TextTable:
     caption: str = ""
 
     def to_rich(self) -> Table:
-        table = Table(title=self.title, caption=self.caption or None, title_justify="left")
+        # Cells hold user text (workflow and policy names): escaped so that rich shows it as written.
+        table = Table(title=escape(self.title), caption=escape(self.caption) if self.caption else None,
+                      title_justify="left")
         for k, name in enumerate(self.columns):
-            table.add_column(name, justify="left" if k == 0 else "right", no_wrap=True)
+            table.add_column(escape(name), justify="left" if k == 0 else "right", no_wrap=True)
         for i, row in enumerate(self.rows):
             if i in self.sections and i > 0:
                 table.add_section()
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         return table
 
     def to_markdown(self) -> str:
@@ -96,9 +100,16 @@ def _stat_cells(row: pd.Series | None, with_baseline: bool, with_lb: bool) -> li
     return cells
 
 
+def ci_note(n: int) -> str:
+    """What the numbers in a mean ± CI cell are, for `n` seeds."""
+    if n < 2:
+        return f"mean of {n} seed (no confidence interval: it needs 2 or more seeds)"
+    return f"mean ± 95% CI (t, {n} seeds)"
+
+
 def _seeds_note(summary: pd.DataFrame, baseline: str | None, with_lb: bool) -> str:
     n = int(summary["n"].max()) if len(summary) else 0
-    note = f"mean ± 95% CI (t, {n} seeds)"
+    note = ci_note(n)
     if baseline:
         note += f"; x{baseline} = ratio of means to {baseline}"
     return note + ("; xLB = ratio of means to the lower bound" if with_lb else "")
@@ -179,7 +190,7 @@ def overview_table(overview: pd.DataFrame, policies: Sequence[str], baseline: st
             columns.append(f"x{baseline}")
     workflows = int(overview["workflows"].max())
     table = TextTable(f"single workflow: makespan / LB, geometric mean over {workflows} workflows", columns,
-                      caption=f"mean ± 95% CI (t, {int(overview['n'].max())} seeds)"
+                      caption=ci_note(int(overview["n"].max()))
                               + (f"; x{baseline} = ratio of means" if with_baseline else ""))
     for policy in policies:
         row = [policy]
@@ -230,7 +241,8 @@ def benchmark_tables(run: BenchRun, summary: pd.DataFrame, overview: pd.DataFram
 def ab_table(result: ABResult) -> TextTable:
     """The paired comparison's numbers; the verdict is printed under it."""
     a, b, m = result.policy_a, result.policy_b, result.metric
-    table = TextTable(f"A/B on {m}: {b} (B) vs {a} (A), paired over {result.n} workloads", ["", "value"])
+    where = f", scenario {result.scenario}" if result.scenario else ""
+    table = TextTable(f"A/B on {m}{where}: {b} (B) vs {a} (A), paired over {result.n} workloads", ["", "value"])
     table.rows = [
         [f"mean {m}, {a}", format_value(result.mean_a)],
         [f"mean {m}, {b}", format_value(result.mean_b)],

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import SimulationError
+from ..model import Limits, get_limits
 from ..sim import Cluster, TraceEntry, TraceLibrary, Workload, poisson_workload, single_workload
 from .config import BenchConfig, BenchConfigError
 
@@ -61,13 +62,14 @@ class BenchPlan:
 
 
 @lru_cache(maxsize=4)
-def _cached_library(resolved: str) -> TraceLibrary:
+def _cached_library(resolved: str, limits: Limits) -> TraceLibrary:
     return TraceLibrary.from_dir(resolved)
 
 
 def load_library(trace_dir: str | Path) -> TraceLibrary:
-    """The workflows of a trace folder, parsed once per process (the bundled 73 runs take a few seconds)."""
-    return _cached_library(str(Path(trace_dir).resolve()))
+    """The workflows of a trace folder, parsed once per process and per limits (the bundled 73 runs take a few
+    seconds)."""
+    return _cached_library(str(Path(trace_dir).resolve()), get_limits())
 
 
 def parallelism(entry: TraceEntry) -> float:

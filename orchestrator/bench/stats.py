@@ -92,6 +92,7 @@ class ABResult:
     ci_high: float
     p_wilcoxon: float
     p_ttest: float
+    scenario: str | None = None  # what the pairs were drawn from: "online", "single" or one exact scenario
 
     @property
     def n(self) -> int:
@@ -132,11 +133,18 @@ def _p_value(p: float) -> float:
     return 1.0 if p is None or not math.isfinite(p) else float(p)
 
 
+def scenario_kind(scenario: str) -> str:
+    """`online` or `single` (every `single:<workflow>` scenario); any other name is its own kind."""
+    return "single" if scenario.startswith("single:") else scenario
+
+
 def paired_comparison(df: pd.DataFrame, policy_a: str, policy_b: str, metric: str = "avg_jct",
                       alpha: float = 0.05, scenario: str | None = None) -> ABResult:
     """Compare B with A on every workload both ran on (same scenario, load, nodes and seed).
 
-    `scenario` filters to `online`, `single` (every single-workflow scenario) or one exact scenario name.
+    `scenario` filters to `online`, `single` (every single-workflow scenario) or one exact scenario name; it may
+    be left out only when the results hold one kind of scenario, since a test never pools an online mix with
+    single workflows (use `paired_comparisons` for one test per kind).
     Zero differences are dropped by the signed-rank test; when every difference is zero both p-values are 1.
     """
     _check_results(df)
@@ -156,6 +164,12 @@ def paired_comparison(df: pd.DataFrame, policy_a: str, policy_b: str, metric: st
     for name in (policy_a, policy_b):
         if name not in set(data["policy"]):
             raise ComparisonError(f"No results for policy '{name}'; have {', '.join(sorted(set(data['policy'])))}")
+    if scenario is None:
+        kinds = sorted({scenario_kind(s) for s in data["scenario"]})
+        if len(kinds) > 1:
+            raise ComparisonError(f"The results hold several kinds of scenario ({', '.join(kinds)}); one test "
+                                  "must not pool them: pass scenario= one of them, or use paired_comparisons")
+        scenario = kinds[0]
     data = data[data["metric"] == metric]
     a = data[data["policy"] == policy_a][PAIR_KEYS + ["value"]].rename(columns={"value": "a"})
     b = data[data["policy"] == policy_b][PAIR_KEYS + ["value"]].rename(columns={"value": "b"})
@@ -172,7 +186,18 @@ def paired_comparison(df: pd.DataFrame, policy_a: str, policy_b: str, metric: st
         p_wilcoxon = _p_value(stats.wilcoxon(diff, zero_method="wilcox").pvalue) if np.count_nonzero(diff) else 1.0
         p_ttest = _p_value(stats.ttest_1samp(diff, 0.0).pvalue) if len(diff) > 1 else 1.0
     return ABResult(policy_a, policy_b, metric, pairs, alpha, float(pairs["a"].mean()), float(pairs["b"].mean()),
-                    mean_diff, mean_diff - half, mean_diff + half, p_wilcoxon, p_ttest)
+                    mean_diff, mean_diff - half, mean_diff + half, p_wilcoxon, p_ttest, scenario)
+
+
+def paired_comparisons(df: pd.DataFrame, policy_a: str, policy_b: str, metric: str = "avg_jct",
+                       alpha: float = 0.05) -> list[ABResult]:
+    """One paired comparison per kind of scenario in the results (online first, then single), never pooled."""
+    _check_results(df)
+    kinds = list(dict.fromkeys(scenario_kind(s) for s in df["scenario"]))
+    kinds.sort(key=lambda k: (k != "online", k != "single", k))
+    if not kinds:
+        raise ComparisonError("No benchmark results to compare")
+    return [paired_comparison(df, policy_a, policy_b, metric=metric, alpha=alpha, scenario=kind) for kind in kinds]
 
 
 def single_overview(df: pd.DataFrame, baseline: str | None = "fifo", metric: str = "makespan_over_lb",

@@ -8,9 +8,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..bench.config import BenchConfig, BenchConfigError, load_config
+from ..model import with_max_tasks
+from .workflow import max_tasks_option
 
 # The benchmark's heavy imports (pandas, scipy, matplotlib) happen inside the commands, so that registering them
 # does not slow down every other `orchestrator` command.
@@ -42,6 +45,18 @@ def _config(config_path: Path | None, quick: bool, scenario: str, **overrides) -
     if scenario not in SCENARIOS:
         raise BenchConfigError(f"--scenario '{scenario}' is not one of {', '.join(SCENARIOS)}")
     return load_config(config_path, quick=quick).with_overrides(**overrides)
+
+
+def _with_baseline(cfg: BenchConfig) -> tuple[BenchConfig, bool]:
+    """The config with its baseline policy run first when the policies leave it out (the ratio columns need it)."""
+    if cfg.baseline in cfg.policies:
+        return cfg, False
+    return cfg.with_overrides(policies=[cfg.baseline, *cfg.policies]), True
+
+
+def _check_alpha(alpha: float) -> None:
+    if not (0 < alpha < 1):  # also catches NaN
+        raise BenchConfigError(f"--alpha {alpha:g}: the significance level must be between 0 and 1 (exclusive)")
 
 
 def _output_console() -> Console:
@@ -87,29 +102,39 @@ def register(app: typer.Typer) -> None:
         workers: int | None = workers_option,
         quick: bool = quick_option,
         config: Path | None = config_option,
+        max_tasks: int | None = max_tasks_option(),
     ):
-        """Run every policy on the same seeded workloads; print mean ± 95% CI, ratios to the baseline and to
-        the lower bound; write results.csv/.parquet, summary.csv and PNG plots to --out."""
-        from ..bench.outputs import write_outputs
+        """Run every policy on the same seeded workloads; print mean ± 95% CI, ratios to the baseline (fifo, run
+        even when --policies leaves it out) and to the lower bound; write results.csv/.parquet, summary.csv and
+        PNG plots to --out."""
+        from ..bench import runner
+        from ..bench.outputs import prepare_output_dir, write_outputs
         from ..bench.report import benchmark_tables
-        from ..bench.runner import run_benchmark
         from ..bench.stats import single_overview, summarise
 
+        with_max_tasks(max_tasks)
         cfg = _config(config, quick, scenario, traces=traces,
                       policies=_split(policies, "--policies") if policies is not None else None,
                       seeds=seeds, workers=workers, **{"online.loads": _numbers(loads, "--loads", float),
                                                        "online.jobs": jobs,
                                                        "single.nodes": _numbers(nodes, "--nodes", int)})
+        cfg, added_baseline = _with_baseline(cfg)
+        runner.check_policies(cfg.policies)
+        prepare_output_dir(out)  # an unwritable --out fails now, not after the whole benchmark
+        console = _output_console()
+        if added_baseline:
+            console.print(f"note: {escape(cfg.baseline)} is not in --policies; it is run as well, as the baseline "
+                          f"of the x{escape(cfg.baseline)} ratio columns", soft_wrap=True)
         with _progress_bar("simulating") as progress:
-            run = run_benchmark(cfg, scenarios=scenario, progress=progress)
+            run = runner.run_benchmark(cfg, scenarios=scenario, progress=progress)
         summary = summarise(run.results, baseline=cfg.baseline)
         tables = benchmark_tables(run, summary, single_overview(run.results, baseline=cfg.baseline))
-        console = _output_console()
         for table in tables:
             console.print(table.to_rich())
             console.print()
         written = write_outputs(run, summary, tables, out)
-        console.print(f"{len(run.results):,} result rows; wrote {', '.join(p.name for p in written)} to {out}")
+        console.print(f"{len(run.results):,} result rows; wrote {', '.join(p.name for p in written)} to "
+                      f"{escape(str(out))}", soft_wrap=True)
 
     @app.command()
     def ab(
@@ -117,7 +142,7 @@ def register(app: typer.Typer) -> None:
         policy_b: str = typer.Argument(..., help="Policy B, compared with A"),
         metric: str = typer.Option("avg_jct", "--metric", help="Metric to compare (a column of results.csv)"),
         scenario: str = typer.Option("all", "--scenario", help="all, online or single"),
-        alpha: float = typer.Option(0.05, "--alpha", min=0.0, max=1.0, help="Significance level"),
+        alpha: float = typer.Option(0.05, "--alpha", help="Significance level, between 0 and 1 (exclusive)"),
         traces: Path | None = traces_option,
         seeds: int | None = seeds_option,
         loads: str | None = loads_option,
@@ -126,26 +151,36 @@ def register(app: typer.Typer) -> None:
         workers: int | None = workers_option,
         quick: bool = quick_option,
         config: Path | None = config_option,
+        max_tasks: int | None = max_tasks_option(),
     ):
         """Run two policies on the same workloads and compare them per (scenario, load, nodes, seed) with a
-        Wilcoxon signed-rank test and a paired t-test."""
+        Wilcoxon signed-rank test and a paired t-test: one test per kind of scenario (online, single), never
+        pooled."""
+        from ..bench import runner
         from ..bench.report import ab_table
-        from ..bench.runner import check_policies, metric_names, run_benchmark
         from ..bench.scenarios import load_library
-        from ..bench.stats import ComparisonError, paired_comparison
+        from ..bench.stats import ComparisonError, paired_comparison, paired_comparisons
 
+        _check_alpha(alpha)
+        with_max_tasks(max_tasks)
         cfg = _config(config, quick, scenario, traces=traces, policies=[policy_a, policy_b], seeds=seeds,
                       workers=workers, **{"online.loads": _numbers(loads, "--loads", float), "online.jobs": jobs,
                                           "single.nodes": _numbers(nodes, "--nodes", int)})
-        check_policies(cfg.policies)
+        runner.check_policies(cfg.policies)
         library = load_library(cfg.trace_dir)
-        known = metric_names(library)
+        known = runner.metric_names(library)
         if metric not in known:  # before the runs, not after them
             raise ComparisonError(f"Unknown metric '{metric}'; the results have {', '.join(known)}")
         with _progress_bar("simulating") as progress:
-            run = run_benchmark(cfg, library=library, scenarios=scenario, progress=progress)
-        result = paired_comparison(run.results, policy_a, policy_b, metric=metric, alpha=alpha,
-                                   scenario=None if scenario == "all" else scenario)
+            run = runner.run_benchmark(cfg, library=library, scenarios=scenario, progress=progress)
+        if scenario == "all":  # one test per kind of scenario: an online mix and single workflows never pooled
+            results = paired_comparisons(run.results, policy_a, policy_b, metric=metric, alpha=alpha)
+        else:
+            results = [paired_comparison(run.results, policy_a, policy_b, metric=metric, alpha=alpha,
+                                         scenario=scenario)]
         console = _output_console()
-        console.print(ab_table(result).to_rich())
-        console.print(f"[bold]{result.verdict}[/]")
+        for k, result in enumerate(results):
+            if k:
+                console.print()
+            console.print(ab_table(result).to_rich())
+            console.print(f"[bold]{escape(result.verdict)}[/]", soft_wrap=True)
