@@ -149,7 +149,7 @@ def _cpus_from_avg_cpu(avg_cpu_percent: float | None, core_count: float | None) 
 
 def estimate_memory(input_bytes: int, output_bytes: int) -> int:
     """Memory request for a trace task whose peak memory was not recorded: its data, at least 128 MiB,
-    rounded up to 64 MiB. Documented in the README; recorded peaks are always preferred."""
+    rounded up to 64 MiB. Documented in data/traces/README.md; recorded peaks are always preferred."""
     need = max(128 * MiB, input_bytes + output_bytes)
     return int(math.ceil(need / (64 * MiB)) * 64 * MiB)
 
