@@ -1,6 +1,9 @@
 """The same ETL workflow through the Python API: `@task` and `WorkflowBuilder`.
 
     python -m examples.python_api
+
+Build and run the workflow under `if __name__ == "__main__":` (as below): Ray workers import the module that defines
+the task functions, and a run at the top level would be submitted again by each of them (`run()` refuses that).
 """
 
 from __future__ import annotations

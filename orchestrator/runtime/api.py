@@ -6,12 +6,16 @@
     @task
     def total(rows): ...
 
-    with WorkflowBuilder("etl") as wf:
-        rows = extract(10)
-        total(rows)            # depends on extract; receives its result
-    result = wf.run()          # on Ray, through the orchestrator
+    if __name__ == "__main__":     # required in a script: Ray workers import it for its task functions
+        with WorkflowBuilder("etl") as wf:
+            rows = extract(10)
+            total(rows)        # depends on extract; receives its result
+        result = wf.run()      # on Ray, through the orchestrator
 
-Outside a builder a decorated function is a plain function, so it stays testable.
+Outside a builder a decorated function is a plain function, so it stays testable. Task functions defined in the
+script that is run are imported by the Ray workers from that script, so its workflow must be built and run under
+`if __name__ == "__main__":`; `run()` refuses to run inside a Ray worker (it would submit the workflow again from
+every worker that imports the script, and wait for itself forever).
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import functools
 import inspect
 import os
 import re
+import sys
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from ..errors import WorkflowError
+from ..errors import OrchestratorError, WorkflowError
 from ..model import Resources, TaskSpec, Workflow
 
 _current: ContextVar["WorkflowBuilder | None"] = ContextVar("orchestrator_builder", default=None)
@@ -38,6 +43,32 @@ class TaskHandle:
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.id!r})"
+
+
+def in_ray_worker() -> bool:
+    """True in a Ray worker process (a task or an actor), False in a driver or without Ray."""
+    ray = sys.modules.get("ray")
+    if ray is None:  # never imported: not a Ray worker
+        return False
+    try:
+        from ray._private.worker import global_worker
+
+        return global_worker.mode == ray.WORKER_MODE
+    except Exception:  # noqa: BLE001 - private API moved: ask the runtime context
+        try:
+            return ray.get_runtime_context().worker.mode == ray.WORKER_MODE
+        except Exception:  # noqa: BLE001
+            return False
+
+
+def ensure_not_in_ray_worker(what: str = "WorkflowBuilder.run()") -> None:
+    """Refuse to submit a workflow from a Ray worker: that is a script's top-level `wf.run()` executed again when
+    a worker imports the script for its task functions, which would submit more runs and deadlock."""
+    if in_ray_worker():
+        raise OrchestratorError(
+            f"{what} was called inside a Ray worker. Workers import the module that defines your task functions, "
+            "so a workflow run at the top level of a script runs again in every worker (submitting more runs and "
+            "waiting forever): build and run it under `if __name__ == \"__main__\":`")
 
 
 def _module_of(fn) -> str:
@@ -147,7 +178,9 @@ class WorkflowBuilder:
         return self._workflow
 
     def run(self, **kwargs: Any) -> dict:
-        """Run on Ray through the orchestrator (see `orchestrator.runtime.run_workflow`)."""
+        """Run on Ray through the orchestrator (see `orchestrator.runtime.run_workflow`), starting or connecting
+        to Ray when needed. Raises OrchestratorError inside a Ray worker (see `ensure_not_in_ray_worker`)."""
         from .client import run_workflow
 
+        ensure_not_in_ray_worker()
         return run_workflow(self.build(), **kwargs)

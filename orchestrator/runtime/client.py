@@ -5,9 +5,12 @@ start the orchestrator actor, submit workflows and follow them with a live progr
 from __future__ import annotations
 
 import os
+import re
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import OrchestratorError, StoreError
 from ..model import Workflow
@@ -15,26 +18,174 @@ from ..states import WorkflowStatus
 from .config import ACTOR_NAME, NAMESPACE, RuntimeConfig
 
 TERMINAL = {s.value for s in WorkflowStatus if s.terminal}
+CONNECT_TIMEOUT_ENV = "ORCHESTRATOR_CONNECT_TIMEOUT"  # seconds to wait for a cluster's GCS port (default 5)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_AUTH_HINT = ("if the cluster uses token authentication (the default of Ray 2.60), this machine needs the "
+              "cluster's token: in ~/.ray/auth_token, or in the environment variable RAY_AUTH_TOKEN (or "
+              "RAY_AUTH_TOKEN_PATH); `ray get-auth-token` on the head node prints it")
+_resumed_at_start: dict[str, list[str]] = {}  # actor id -> runs it resumed as it started (actors started here)
+
+
+def _connect_timeout() -> float:
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "5")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise OrchestratorError(f"{CONNECT_TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
+    return value
+
+
+def _host_port(address: str) -> tuple[str, int] | None:
+    """`host:port` of a Ray address (`host:port`, `ray://host:port`, `[v6]:port`), or None if it has none."""
+    rest = address.strip()
+    if "://" in rest:
+        rest = rest.split("://", 1)[1]
+    rest = rest.split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _check_reachable(address: str, target: str | None = None) -> None:
+    """Fail fast, naming the address, when nothing accepts a TCP connection on the cluster's GCS port: `ray.init`
+    on such an address retries for minutes before it gives up."""
+    hp = _host_port(target or address)
+    if hp is None:
+        raise OrchestratorError(f"Ray address '{address}' is not of the form host:port (or ray://host:port, auto, "
+                                "local); set --address or RAY_ADDRESS")
+    timeout = _connect_timeout()
+    try:
+        with socket.create_connection(hp, timeout=timeout):
+            pass
+    except socket.timeout:
+        reason = f"no answer within {timeout:g} s"
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+    else:
+        return
+    where = address if target is None or target == address else f"{address} ({target})"
+    raise OrchestratorError(f"Cannot reach the Ray cluster at {where}: {reason}. Check the address (--address or "
+                            f"RAY_ADDRESS) and that the cluster is running (`ray status` on its head node); "
+                            f"{CONNECT_TIMEOUT_ENV} sets how long to wait")
+
+
+def _one_line(text: str, limit: int = 600) -> str:
+    text = " ".join(_ANSI.sub("", text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _connect_failure(address: str, exc: BaseException) -> str:
+    from ray.exceptions import AuthenticationError
+
+    cause = _one_line(str(exc)) or type(exc).__name__
+    msg = f"Cannot connect to the Ray cluster at {address}: {cause}"
+    if isinstance(exc, AuthenticationError) or re.search(r"auth|token|unauthenticated|failed to connect to gcs",
+                                                         cause, re.IGNORECASE):
+        msg += f" ({_AUTH_HINT})"
+    return msg
+
+
+def _shutdown_quietly() -> None:
+    import ray
+
+    try:
+        ray.shutdown()
+    except Exception:  # noqa: BLE001 - a failed ray.init may leave nothing to shut down
+        pass
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> bool:
-    """Connect to Ray; returns True when this call started a local Ray (which ends with the driver)."""
+    """Connect to Ray; returns True when this call started a local Ray (which ends with the driver).
+
+    An explicit address (`--address`, RAY_ADDRESS) must accept a TCP connection within
+    ORCHESTRATOR_CONNECT_TIMEOUT seconds (default 5); every failure to connect is an OrchestratorError that names
+    the address and the cause."""
     import ray
 
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
     kwargs = {"namespace": NAMESPACE, "log_to_driver": not quiet, "configure_logging": not quiet}
-    if address:
-        ray.init(address=address, **kwargs)
+    if address and address != "local":
+        target = None
+        if address == "auto":
+            try:
+                from ray._private.services import canonicalize_bootstrap_address
+
+                target = canonicalize_bootstrap_address("auto")
+            except ConnectionError as exc:
+                raise OrchestratorError(f"No Ray cluster found for address 'auto': {_one_line(str(exc))}") from None
+            except Exception:  # noqa: BLE001 - a private Ray helper: let ray.init find the cluster itself
+                target = None
+        if address != "auto" or target:
+            _check_reachable(address, target)
+        try:
+            ray.init(address=address, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, AuthenticationError, ...
+            _shutdown_quietly()
+            raise OrchestratorError(_connect_failure(address, exc)) from exc
         return False
     # Runtime env: the workers import workflow entrypoints from the current directory, as the driver does.
-    # With --num-cpus, always a new local Ray of that size (never a `ray start` cluster found on this machine).
-    ray.init(address="local" if num_cpus else None, num_cpus=num_cpus, include_dashboard=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
-                 [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}},
-             **kwargs)
+    # With --num-cpus (or address "local"), always a new local Ray of that size (never a `ray start` cluster found
+    # on this machine).
+    try:
+        ray.init(address="local" if num_cpus or address == "local" else None, num_cpus=num_cpus,
+                 include_dashboard=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
+                     [os.getcwd()] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}},
+                 **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        _shutdown_quietly()
+        raise OrchestratorError(f"Could not start a local Ray: {_one_line(str(exc)) or type(exc).__name__}") from exc
     return True
+
+
+def remote_error_message(exc: BaseException) -> str:
+    """The message of the exception raised inside a Ray task or actor call, on one line, without Ray's remote
+    traceback or its ANSI colour codes."""
+    from ray.exceptions import RayError, RayTaskError
+
+    if isinstance(exc, RayTaskError):
+        cause = getattr(exc, "cause", None)
+        if cause is not None and not isinstance(cause, RayError):
+            text = _one_line(str(cause))
+            if isinstance(cause, OrchestratorError):
+                return text or type(cause).__name__
+            return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+        lines = [ln for ln in _ANSI.sub("", getattr(exc, "traceback_str", "") or "").splitlines() if ln.strip()]
+        if lines:
+            return _one_line(lines[-1])
+    text = _ANSI.sub("", getattr(exc, "error_msg", None) or str(exc))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return _one_line(lines[-1] if lines else type(exc).__name__)
+
+
+def call(ref: Any, timeout: float | None = None) -> Any:
+    """`ray.get` of an orchestrator actor call; an exception raised in the actor comes back as an
+    OrchestratorError with the actor's own message (an OrchestratorError raised there keeps its type)."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    try:
+        return ray.get(ref, timeout=timeout)
+    except RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, OrchestratorError):
+            raise cause from None
+        raise OrchestratorError(remote_error_message(exc)) from exc
+    except RayActorError as exc:
+        raise OrchestratorError(f"The orchestrator actor is not running: {remote_error_message(exc)}") from exc
+
+
+def resumed_at_start(handle) -> list[str] | None:
+    """The runs the orchestrator actor resumed from the store as it started, if this process started it."""
+    try:
+        return _resumed_at_start.get(handle._actor_id.hex())
+    except AttributeError:
+        return None
 
 
 def check_store(config: RuntimeConfig) -> None:
@@ -58,7 +209,7 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
         handle = None
     if handle is not None:
         if config is not None:
-            info = ray.get(handle.ping.remote())
+            info = call(handle.ping.remote())
             if (config.db_url or None) is None and info["data_dir"] != config.data_dir:
                 raise OrchestratorError(
                     f"The orchestrator running on this Ray cluster keeps its state in {info['data_dir']}, not in "
@@ -77,9 +228,17 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     handle = OrchestratorActor.options(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached",
                                        get_if_exists=True, scheduling_strategy=here).remote(config.model_dump())
-    info = ray.get(handle.ping.remote())
+    try:
+        info = call(handle.ping.remote())
+    except OrchestratorError as exc:
+        raise OrchestratorError(f"The orchestrator failed to start: {exc}") from exc
     if not info["ok"]:
         raise OrchestratorError(f"The orchestrator failed to start: {info['error']}")
+    try:  # for `orchestrator resume`: what it resumed by itself (actor.resumed; no actor method returns it)
+        _resumed_at_start[handle._actor_id.hex()] = list(ray.get(
+            handle.__ray_call__.remote(lambda actor: list(getattr(actor, "resumed", None) or [])), timeout=30))
+    except Exception:  # noqa: BLE001 - only used for a message
+        pass
     return handle
 
 
@@ -95,7 +254,7 @@ def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | N
         pending = list(run_ids)
         while pending:
             left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
-            for progress in ray.get(handle.wait_many.remote(pending, 60.0 if left is None else left)):
+            for progress in call(handle.wait_many.remote(pending, 60.0 if left is None else left)):
                 if progress["status"] in TERMINAL:
                     final[progress["run_id"]] = progress
             pending = [r for r in pending if r not in final]
@@ -108,7 +267,7 @@ def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | N
         pending = [r for r in run_ids if r not in final]
         if not pending:
             return final
-        for progress in ray.get(handle.progress_many.remote(pending)):
+        for progress in call(handle.progress_many.remote(pending)):
             if on_progress:
                 on_progress(progress)
             if progress["status"] in TERMINAL:
@@ -121,11 +280,19 @@ def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | N
 
 def run_workflow(workflow: Workflow, policy: str | None = None, config: RuntimeConfig | None = None,
                  time_scale: float | None = None, wait: bool = True, timeout: float | None = None) -> dict:
-    """Submit a workflow to the orchestrator (starting Ray and the actor when needed) and wait for it."""
+    """Submit a workflow to the orchestrator (starting Ray and the actor when needed) and wait for it.
+
+    Refused inside a Ray worker: a script that runs its workflow at import time must do it under
+    `if __name__ == "__main__":`, or every worker that imports the script's task functions submits it again."""
     import ray
 
+    from .api import ensure_not_in_ray_worker
+
+    ensure_not_in_ray_worker("run_workflow()")
+    if not ray.is_initialized():
+        connect_ray()
     handle = get_orchestrator(config)
-    run_id = ray.get(handle.submit.remote(workflow, policy, None, time_scale))
+    run_id = call(handle.submit.remote(workflow, policy, None, time_scale))
     if not wait:
         return {"run_id": run_id, "status": "running"}
     return wait_for(handle, [run_id], timeout=timeout)[run_id]
