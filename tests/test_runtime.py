@@ -25,7 +25,7 @@ def orch(ray_cluster, tmp_path):
     handles = []
 
     def start(**overrides):
-        settings = {"data_dir": str(tmp_path / "state"), "redis_url": None, "retry_base": 0.05,
+        settings = {"data_dir": str(tmp_path / "state"), "redis_url": None, "retry_base": 0.05, "lease_ttl_s": 3.0,
                     "node_refresh_s": 0.5, **overrides}
         config = RuntimeConfig(**settings)
         handle = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
@@ -279,6 +279,40 @@ def test_kill_the_actor_mid_run_and_resume(orch):
     assert events_after[:len(events_before)] == events_before  # nothing recorded was lost or rewritten
     requeued = [e for e in events_after[len(events_before):] if e[1] == "task.requeued"]
     assert all(e[2] not in done_before for e in requeued)
+    # Every attempt has its execution row, the interrupted ones too: attempts 1..n of each task, no gap.
+    running_at_kill = {e[2] for e in requeued}
+    assert running_at_kill, "some task was running when the actor was killed"
+    for tid in running_at_kill:
+        mine = sorted((e.attempt, e.status, e.exit_info) for e in execs if e.task_id == tid)
+        assert [a for a, _, _ in mine] == list(range(1, len(mine) + 1))
+        assert mine[0][1:] == ("cancelled", "interrupted") and mine[-1][1] == "succeeded"
+
+
+def test_one_orchestrator_per_store_and_cancel_through_the_store(orch):
+    """A second orchestrator on the same store is refused while the first renews its lease (it would run the
+    first one's tasks again); a cancel request written to the store is carried out by the running one."""
+    h = orch(lease_ttl_s=1.0)
+    with pytest.raises(ray.exceptions.ActorDiedError, match="Another orchestrator .* owns the store"):
+        orch(lease_ttl_s=1.0)
+    tasks = [{"id": f"s{i}", "entrypoint": f"{B}:sleep", "args": [30]} for i in range(2)]
+    tasks.append({"id": "after", "entrypoint": f"{B}:add", "args": [1], "depends_on": ["s0"]})
+    run_id = ray.get(h.submit.remote(workflow_from_dict({"name": "long", "tasks": tasks}).model_dump()))
+    store = orch.store()
+    deadline = time.time() + 20
+    while store.task_counts(run_id).get("running", 0) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    asked = time.time()
+    assert store.request_cancel(run_id).status == WorkflowStatus.RUNNING  # recorded, not yet carried out
+    final = wait_for(h, [run_id], timeout=20)[run_id]
+    assert final["status"] == "cancelled" and time.time() - asked < 10  # not after the 30 s sleeps
+    assert {t.task_id: t.status for t in store.get_tasks(run_id)} == {
+        "s0": TaskStatus.CANCELLED, "s1": TaskStatus.CANCELLED, "after": TaskStatus.CANCELLED}
+    assert "workflow.cancel_requested" in [e.type for e in store.events(run_id)]
+    # Stopped cleanly, the lease is given back: the next orchestrator starts at once.
+    ray.get(h.shutdown.remote())
+    started = time.time()
+    orch(lease_ttl_s=1.0)
+    assert time.time() - started < 5
 
 
 def test_worker_node_lost_tasks_retried_elsewhere(orch, ray_cluster):
@@ -380,7 +414,10 @@ def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch, 
         assert r.actual_runtime is not None and r.actual_runtime >= 0.05
     # Predictions from a history of the same tasks are in the right range (seconds, not minutes).
     assert all(r.predicted_runtime < 5.0 for r in rows)
-    # A new orchestrator on the same store starts with that history (12 successful attempts).
+    # A new orchestrator on the same store (after this one stopped) starts with that history (12 successful
+    # attempts).
+    ray.get(h.shutdown.remote())
+    ray.kill(h)
     orch()
     log_path = tmp_path / "state" / "logs" / "orchestrator.jsonl"
     deadline = time.time() + 15

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -509,3 +510,29 @@ def test_sqlite_wal_is_checkpointed_in_the_background_not_at_commit(tmp_path):
             db.close()
     finally:
         store.close()
+
+
+def test_one_lease_per_store_lapses_and_requests_cancel(store):
+    from orchestrator.errors import StoreError
+
+    store.acquire_lease("a", ttl=5.0, wait=0.0, host="h", pid=1)
+    with pytest.raises(StoreError, match=r"Another orchestrator \(pid 1 on h"):
+        store.acquire_lease("b", ttl=5.0, wait=0.3)
+    assert store.renew_lease("a")
+    store.acquire_lease("a", ttl=5.0, wait=0.0)  # the holder may take it again
+    store.release_lease("a")
+    store.acquire_lease("b", ttl=0.2, wait=0.0)
+    assert not store.renew_lease("a")
+    time.sleep(0.3)  # b stops renewing: its lease lapses and a takes the store over
+    store.acquire_lease("a", ttl=0.2, wait=0.0)
+    assert not store.renew_lease("b") and store.renew_lease("a")
+    # Cancel requests: only unfinished runs, once.
+    wf = Workflow(name="w", tasks=[{"id": "t"}])
+    run_id = store.create_workflow(wf, "fifo")
+    assert store.cancel_requests() == []
+    store.request_cancel(run_id)
+    store.request_cancel(run_id)
+    assert store.cancel_requests() == [run_id]
+    assert [e.type for e in store.events(run_id)].count("workflow.cancel_requested") == 1
+    with pytest.raises(StoreError, match="no workflow run 'nope'"):
+        store.request_cancel("nope")

@@ -183,11 +183,22 @@ class Orchestrator:
         self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "complete", "dispatch_and_write",
                                                            "schedule", "write", "submit", "iterations",
                                                            "admit", "admitted", "admission_batches")}
+        # One orchestrator per store: a second one would take the first one's running tasks for orphans and run
+        # them again. Waits for the lease of one that died to lapse; refuses while another is alive.
+        import os
+        import socket
+        import uuid
+
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.store.acquire_lease(self._owner, ttl=cfg.lease_ttl_s, wait=cfg.lease_ttl_s + 2.0,
+                                 host=socket.gethostname(), pid=os.getpid())
         self._dispatcher = self._start_event_dispatcher()
         self.predictions = self._start_predictions()
         self.resumed = self._resume_all()
         self._thread = threading.Thread(target=self._loop, name="orchestrator-loop", daemon=True)
         self._thread.start()
+        self._keeper = threading.Thread(target=self._keep_lease, name="orchestrator-lease", daemon=True)
+        self._keeper.start()
         self.priority = _normal_priority()
 
     # ---- public API (actor methods) ------------------------------------------------------------------------
@@ -376,6 +387,7 @@ class Orchestrator:
         self._stop.set()
         self._done.put(None)
         self._thread.join(timeout=5)
+        self._keeper.join(timeout=5)
         with self._admit_lock:
             left, self._admissions = self._admissions, []
         for a in left:  # never recorded
@@ -385,7 +397,30 @@ class Orchestrator:
             self._dispatcher.stop()
         if self.predictions is not None:
             self.predictions.stop()
+        try:
+            self.store.release_lease(self._owner)
+        except Exception:  # noqa: BLE001 - it lapses by itself
+            log.warning("could not release the orchestrator lease; it lapses in %s s", self.config.lease_ttl_s)
         self.store.close()
+
+    def _keep_lease(self) -> None:
+        """Renew this orchestrator's lease on the store, and carry out cancel requests made through the store
+        (`orchestrator cancel` when it cannot reach this actor), about once a second."""
+        every = min(1.0, self.config.lease_ttl_s / 4)
+        while not self._stop.wait(every):
+            try:
+                if not self.store.renew_lease(self._owner):
+                    log.error("another orchestrator took this store over (this one stalled for more than %s s): "
+                              "stopping, it runs the workflows from now on", self.config.lease_ttl_s)
+                    self._stop.set()
+                    self._done.put(None)
+                    return
+                for run_id in self.store.cancel_requests():
+                    if run_id in self.state.by_run:
+                        log.info("cancel requested through the store", extra={"run_id": run_id})
+                        self.cancel(run_id)
+            except Exception:  # noqa: BLE001 - e.g. the database is briefly unreachable: try again
+                log.exception("could not renew the lease or read cancel requests")
 
     # ---- internals -------------------------------------------------------------------------------------------
     def _nodes_offering(self, custom: dict[str, float]) -> frozenset[int]:
@@ -472,10 +507,18 @@ class Orchestrator:
             if rec.status.terminal:
                 continue
             wf = self.store.load_spec(run_id)
-            stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at)
-                      for t in self.store.get_tasks(run_id)}
-            run = self.state.admit(run_id, wf, time.time(), policy=rec.policy, stored=stored,
-                                   stored_status=rec.status)
+            tasks = self.store.get_tasks(run_id)
+            stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at) for t in tasks}
+            now = time.time()
+            for t in tasks:
+                if t.status == TaskStatus.RUNNING and t.attempt:
+                    # The attempt died with the previous orchestrator (Ray fate-shares tasks with their owner);
+                    # the task is requeued. Its execution row says so, so that no attempt goes unrecorded.
+                    self._executions.append(ExecutionRecord(
+                        run_id=run_id, task_id=t.task_id, attempt=t.attempt, status=TaskStatus.CANCELLED.value,
+                        node=t.node, started_at=t.started_at, finished_at=now, exit_info="interrupted",
+                        error="interrupted: the orchestrator stopped while this attempt ran; the task was requeued"))
+            run = self.state.admit(run_id, wf, now, policy=rec.policy, stored=stored, stored_status=rec.status)
             if getattr(self, "predictions", None) is not None:
                 self.predictions.admitted(run)
             resumed.append(run_id)

@@ -45,4 +45,7 @@ class RuntimeConfig(BaseModel):
     record_decisions: bool = True
     predict_tasks: bool = True  # predict tasks that have no expected duration (needs a trained predictor)
     models_dir: str | None = None  # default: models/predictor of the project
+    # One orchestrator per store: its lease is renewed about once a second and lapses after this long without
+    # renewal (an orchestrator that died); a new one waits up to this long for it.
+    lease_ttl_s: float = Field(default=10.0, gt=0.0)
     sample_every_s: float = 5.0  # system-state samples (cluster demand history for the forecaster)

@@ -48,6 +48,9 @@ class WorkflowRow(Base):
     started_at: Mapped[float | None] = mapped_column(Time)
     finished_at: Mapped[float | None] = mapped_column(Time)
     updated_at: Mapped[float] = mapped_column(Time)
+    # Set by a cancel request made through the store (no orchestrator reachable); the orchestrator running the
+    # run, or the next one to resume it, cancels it.
+    cancel_requested_at: Mapped[float | None] = mapped_column(Time)
 
     __table_args__ = (
         sa.Index("ix_workflows_status_created_at", "status", "created_at"),
@@ -250,6 +253,19 @@ class EventDeliveryRow(Base):
     sink: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     updated_at: Mapped[float] = mapped_column(Time)
+
+
+class OrchestratorLeaseRow(Base):
+    """Which orchestrator owns this store: one at a time, kept by a heartbeat (see `Store.acquire_lease`)."""
+
+    __tablename__ = "orchestrator_leases"
+
+    name: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(200))  # a random id per orchestrator start
+    host: Mapped[str | None] = mapped_column(sa.String(200))
+    pid: Mapped[int | None] = mapped_column(sa.Integer)
+    acquired_at: Mapped[float] = mapped_column(Time)
+    heartbeat_at: Mapped[float] = mapped_column(Time)
 
 
 class ApiKeyRow(Base):

@@ -57,6 +57,7 @@ from .schema import (
     DecisionRow,
     EventDeliveryRow,
     EventRow,
+    OrchestratorLeaseRow,
     PerformanceMetricRow,
     ResourcePredictionRow,
     ResultRow,
@@ -83,6 +84,8 @@ E = EventRow.__table__
 X = TaskExecutionRow.__table__
 R = ResultRow.__table__
 K = ApiKeyRow.__table__
+L = OrchestratorLeaseRow.__table__
+_LEASE = "orchestrator"  # the one lease of a store
 
 _WORKFLOW_COLUMNS = (W.c.run_id, W.c.name, W.c.family, W.c.policy, W.c.status, W.c.error, W.c.created_at,
                      W.c.started_at, W.c.finished_at, W.c.updated_at)
@@ -780,6 +783,78 @@ class Store:
             query = query.where(K.c.revoked_at.is_(None))
         with self._connection("list API keys") as conn:
             return [ApiKeyRecord(*row) for row in conn.execute(query.order_by(K.c.id))]
+
+    # ------------------------------------------------------------------ control through the store
+
+    def request_cancel(self, run_id: str) -> WorkflowRecord:
+        """Ask for a run to be cancelled through the store, for when no orchestrator can be reached directly:
+        the orchestrator running it (which polls for requests about once a second), or the next one to resume
+        it, cancels it. A run that has ended is left as it is. Returns the run's record."""
+        now = time.time()
+        with self._transaction("request cancellation") as conn:
+            row = conn.execute(sa.select(W.c.status, W.c.cancel_requested_at).where(W.c.run_id == run_id)
+                               .with_for_update()).first()
+            if row is None:
+                raise _unknown_run(run_id)
+            if row.status in _UNFINISHED and row.cancel_requested_at is None:
+                conn.execute(sa.update(W).where(W.c.run_id == run_id).values(cancel_requested_at=now,
+                                                                           updated_at=now))
+                self._append_events(conn, [(run_id, None, "workflow.cancel_requested",
+                                            json_dumps({"run_id": run_id, "at": now}), now)])
+        return self.get_workflow(run_id)
+
+    def cancel_requests(self) -> list[str]:
+        """Unfinished runs whose cancellation was requested through the store."""
+        with self._connection("read cancel requests") as conn:
+            return list(conn.execute(sa.select(W.c.run_id).where(
+                W.c.status.in_(_UNFINISHED), W.c.cancel_requested_at.is_not(None)).order_by(W.c.run_id)).scalars())
+
+    def acquire_lease(self, owner: str, ttl: float, wait: float, host: str | None = None,
+                      pid: int | None = None) -> None:
+        """Make `owner` the one orchestrator of this store. A lease another owner renewed within `ttl` seconds
+        blocks: wait up to `wait` seconds for it to lapse (an orchestrator that died stops renewing), then
+        raise StoreError naming the holder. Renew with `renew_lease`; give back with `release_lease`."""
+        deadline = time.monotonic() + wait
+        while True:
+            now = time.time()
+            holder = None
+            try:
+                with self._transaction("take the orchestrator lease") as conn:
+                    row = conn.execute(sa.select(L).where(L.c.name == _LEASE).with_for_update()).first()
+                    values = {"owner": owner, "host": host, "pid": pid, "acquired_at": now, "heartbeat_at": now}
+                    if row is None:
+                        conn.execute(sa.insert(L).values(name=_LEASE, **values))
+                    elif row.owner == owner or row.heartbeat_at < now - ttl:
+                        conn.execute(sa.update(L).where(L.c.name == _LEASE).values(**values))
+                    else:
+                        holder = row
+            except StoreError:
+                if time.monotonic() >= deadline:
+                    raise
+                holder = None  # a concurrent start inserted first: look again
+                time.sleep(0.2)
+                continue
+            if holder is None:
+                return
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"Another orchestrator (pid {holder.pid} on {holder.host}, started "
+                    f"{time.strftime('%H:%M:%S', time.localtime(holder.acquired_at))}) owns the store at {self.url}; "
+                    f"it renewed its lease {now - holder.heartbeat_at:.1f} s ago. Two orchestrators on one store "
+                    "would run the same tasks twice: connect to the Ray cluster it runs on (--address or "
+                    "RAY_ADDRESS), or stop it first")
+            time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+
+    def renew_lease(self, owner: str) -> bool:
+        """Renew `owner`'s lease; False if another orchestrator has taken the store over meanwhile."""
+        now = time.time()
+        with self._transaction("renew the orchestrator lease") as conn:
+            return conn.execute(sa.update(L).where(L.c.name == _LEASE, L.c.owner == owner)
+                                .values(heartbeat_at=now)).rowcount == 1
+
+    def release_lease(self, owner: str) -> None:
+        with self._transaction("release the orchestrator lease") as conn:
+            conn.execute(sa.delete(L).where(L.c.name == _LEASE, L.c.owner == owner))
 
     # ------------------------------------------------------------------ event delivery cursors
 
