@@ -75,9 +75,11 @@ def test_width_over_time_counts_running_tasks(wf):
     a = analyse(dag)
     times, width = width_over_time(dag, a)
     assert width.min() >= 0 and width[-1] == 0
+    end = a.top_level + dag.duration  # the same floating-point sums as the function's
     for k in range(len(times) - 1):
-        mid = (times[k] + times[k + 1]) / 2
-        running = np.sum((a.top_level <= mid) & (a.top_level + dag.duration > mid))
+        # width[k] holds on [times[k], times[k+1]): count at its left end (a midpoint is not always between two
+        # adjacent floats, e.g. 99.99999999999999 and 100.0).
+        running = np.sum((a.top_level <= times[k]) & (end > times[k]))
         assert running == width[k]
 
 
