@@ -441,3 +441,28 @@ def test_overhead_benchmark_loses_no_record(ray_cluster, tmp_path, request, back
     assert r.events_recorded == r.events_expected == 2 * (3 + 3 * 60)
     assert r.executions_recorded == 2 * 60
     assert r.ratio == r.orchestrated_s / r.raw_ray_s and r.raw_median_s >= r.raw_ray_s
+
+
+def test_in_process_event_subscribers_and_performance_metrics(orch, tmp_path):
+    h = orch(event_subscribers=["orchestrator.store.logs:log_event@workflow."])
+    final = _run(h, {"name": "observed", "tasks": [
+        {"id": "a", "entrypoint": f"{B}:add", "args": [1]},
+        {"id": "b", "entrypoint": f"{B}:add", "args": [{"$ref": "a"}, 1], "depends_on": ["a"]}]})
+    assert final["status"] == "succeeded"
+    store = orch.store()
+    wanted = [(e.id, e.type) for e in store.events(final["run_id"]) if e.type.startswith("workflow.")]
+    log_path = tmp_path / "state" / "logs" / "orchestrator.jsonl"
+    deadline, seen = time.time() + 15, []
+    while time.time() < deadline and len(seen) < len(wanted):
+        seen = [(r["event_id"], r["message"].removeprefix("event ")) for r in
+                map(json.loads, log_path.read_text().splitlines()) if r.get("logger") == "orchestrator.events"
+                and r.get("run_id") == final["run_id"]]
+        time.sleep(0.2)
+    assert seen == wanted  # every workflow event, once, in order; no task events (the prefix)
+    ray.get(h.shutdown.remote())  # writes the metrics still buffered
+    metrics = {m.name: m for m in store.metrics(run_id=final["run_id"])}
+    assert metrics["workflow_tasks"].value == 2 and metrics["workflow_tasks_succeeded"].value == 2
+    assert metrics["workflow_attempts"].value == 2 and metrics["workflow_jct_s"].value > 0
+    assert metrics["workflow_jct_s"].labels == {"policy": "srpt-cp", "status": "succeeded", "workflow": "observed"}
+    with pytest.raises(ray.exceptions.ActorDiedError, match="Event subscriber 'nope:x' cannot be loaded"):
+        orch(event_subscribers=["nope:x"])

@@ -25,7 +25,7 @@ from ..model import Workflow
 from ..scheduling.interface import NodeView
 from ..states import TaskStatus
 from ..store import Store
-from ..store.records import DecisionRecord, ExecutionRecord, SystemSample
+from ..store.records import DecisionRecord, ExecutionRecord, MetricRecord, SystemSample
 from .config import RuntimeConfig
 from .executor import AttemptReport, TaskPayload, execute, pack, report_from
 from .metrics import RuntimeMetrics
@@ -171,6 +171,7 @@ class Orchestrator:
         self._launches: dict[tuple[str, int], _Launch] = {}
         self._executions: list[ExecutionRecord] = []
         self._decision_rows: list[DecisionRecord] = []
+        self._metric_rows: list[MetricRecord] = []  # performance metrics of ended runs, not yet written
         self._stop = threading.Event()
         self._done: queue.SimpleQueue = queue.SimpleQueue()  # a None wakes the loop (submitted, cancelled)
         self._admit_lock = threading.Lock()
@@ -192,9 +193,13 @@ class Orchestrator:
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.store.acquire_lease(self._owner, ttl=cfg.lease_ttl_s, wait=cfg.lease_ttl_s + 2.0,
                                  host=socket.gethostname(), pid=os.getpid())
-        self._dispatcher = self._start_event_dispatcher()
-        self.predictions = self._start_predictions()
-        self.resumed = self._resume_all()
+        try:
+            self._dispatcher = self._start_event_dispatcher()
+            self.predictions = self._start_predictions()
+            self.resumed = self._resume_all()
+        except BaseException:
+            self.store.release_lease(self._owner)  # this one never ran: the next start need not wait
+            raise
         self._thread = threading.Thread(target=self._loop, name="orchestrator-loop", daemon=True)
         self._thread.start()
         self._keeper = threading.Thread(target=self._keep_lease, name="orchestrator-lease", daemon=True)
@@ -388,6 +393,11 @@ class Orchestrator:
         self._done.put(None)
         self._thread.join(timeout=5)
         self._keeper.join(timeout=5)
+        try:
+            with self.lock:
+                self._sample(time.time(), force=True)  # the last performance metrics
+        except Exception:  # noqa: BLE001 - shutting down: say so, carry on
+            log.exception("could not write the last samples and metrics")
         with self._admit_lock:
             left, self._admissions = self._admissions, []
         for a in left:  # never recorded
@@ -455,11 +465,28 @@ class Orchestrator:
             return None
 
     def _start_event_dispatcher(self):
-        if not (self.config.redis_url or self.config.webhook_url):
+        cfg = self.config
+        if not (cfg.redis_url or cfg.webhook_url or cfg.event_subscribers):
             return None
         from ..store import EventDispatcher, RedisStreamSink, WebhookSink
 
         sinks = []
+        if cfg.event_subscribers:
+            import importlib
+
+            from ..store.sinks import InProcessSink
+
+            local = InProcessSink("in-process:orchestrator", durable=True)  # resumes where it stopped
+            for spec in cfg.event_subscribers:
+                target, _, prefix = spec.partition("@")
+                module, _, name = target.partition(":")
+                try:
+                    callback = getattr(importlib.import_module(module), name)
+                except (ImportError, AttributeError, ValueError) as exc:
+                    raise OrchestratorError(f"Event subscriber '{spec}' cannot be loaded ({exc}); give it as "
+                                            "module:function[@type.prefix]") from exc
+                local.subscribe(callback, prefix)
+            sinks.append(local)
         if self.config.redis_url:
             sinks.append(RedisStreamSink(self.config.redis_url, stream=self.config.redis_stream))
         if self.config.webhook_url:
@@ -549,8 +576,19 @@ class Orchestrator:
         for i in range(run.dag.n):
             self._value_refs.pop((run_id, i), None)
             self._launches.pop((run_id, i), None)
-        self.metrics.workflow_finished(run.wf_status.value, time.time() - run.arrival, run.policy_name)
-        log.info("workflow run %s", run.wf_status.value, extra={"run_id": run_id, "jct_s": time.time() - run.arrival})
+        now = time.time()
+        jct = now - run.arrival
+        self.metrics.workflow_finished(run.wf_status.value, jct, run.policy_name)
+        # Performance metrics of the run, written with the next system sample (or at shutdown).
+        labels = {"policy": run.policy_name, "status": run.wf_status.value, "workflow": run.name}
+        counts = run.counts()
+        self._metric_rows += [
+            MetricRecord("workflow_jct_s", jct, labels, run_id, now),
+            MetricRecord("workflow_tasks", float(run.dag.n), labels, run_id, now),
+            MetricRecord("workflow_tasks_succeeded", float(counts.get("succeeded", 0)), labels, run_id, now),
+            MetricRecord("workflow_attempts", float(sum(run.attempts)), labels, run_id, now),
+        ]
+        log.info("workflow run %s", run.wf_status.value, extra={"run_id": run_id, "jct_s": jct})
 
     def _options(self, cpus: float, memory: float, gpus: float, custom: tuple, node: int):
         key = (cpus, memory, gpus, custom, node)
@@ -707,10 +745,13 @@ class Orchestrator:
             log.info("%s -> %s", msg, outcome, extra={"run_id": att.run.run_id, "task_id": spec.id,
                                                       "attempt": att.attempt})
 
-    def _sample(self, now: float) -> None:
-        if now - self._last_sample < self.config.sample_every_s:
+    def _sample(self, now: float, force: bool = False) -> None:
+        if now - self._last_sample < self.config.sample_every_s and not force:
             return
         self._last_sample = now
+        if self._metric_rows:
+            rows, self._metric_rows = self._metric_rows, []
+            self.store.record_metrics(rows)
         alive = [i for i, a in enumerate(self.node_alive) if a]
         cap_c = sum(self.nodes.cap_cpus[i] for i in alive)
         cap_m = sum(self.nodes.cap_memory[i] for i in alive)
@@ -719,7 +760,9 @@ class Orchestrator:
         self.store.record_system_samples([SystemSample(
             cpus_total=cap_c, cpus_used=used_c, memory_total=int(cap_m), memory_used=int(used_m),
             queue_length=self.state.num_ready(), running_tasks=len(self.running), ts=now)])
-        self.metrics.cluster(used_c, cap_c, self.state.num_ready(), len(self.running))
+        used_g = sum(self.nodes.cap_gpus[i] - self.nodes.free_gpus[i] for i in alive)
+        self.metrics.cluster(used_c, cap_c, self.state.num_ready(), len(self.running), used_m, cap_m, used_g,
+                             sum(self.nodes.cap_gpus[i] for i in alive))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

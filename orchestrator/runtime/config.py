@@ -40,8 +40,13 @@ class RuntimeConfig(BaseModel):
     batch_window_ahead_s: float = 0.004  # the same while tasks wait ahead at their nodes (workers stay busy)
     redis_url: str | None = Field(default_factory=lambda: os.environ.get("REDIS_URL"))
     redis_stream: str = "orchestrator:events"
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_url: str | None = Field(default_factory=lambda: os.environ.get("ORCHESTRATOR_WEBHOOK_URL"))
+    webhook_secret: str | None = Field(default_factory=lambda: os.environ.get("ORCHESTRATOR_WEBHOOK_SECRET"))
+    # In-process subscribers in the orchestrator's own process: "module:function" (called with each event) or
+    # "module:function@type.prefix"; e.g. "orchestrator.store.logs:log_event". Environment: a comma list in
+    # ORCHESTRATOR_EVENT_SUBSCRIBERS.
+    event_subscribers: list[str] = Field(default_factory=lambda: [
+        s.strip() for s in os.environ.get("ORCHESTRATOR_EVENT_SUBSCRIBERS", "").split(",") if s.strip()])
     record_decisions: bool = True
     predict_tasks: bool = True  # predict tasks that have no expected duration (needs a trained predictor)
     models_dir: str | None = None  # default: models/predictor of the project

@@ -225,7 +225,12 @@ def _run_shell(payload: TaskPayload, results: dict[str, Any], report: AttemptRep
         if limit and ("MemoryError" in proc.stderr or "Cannot allocate memory" in proc.stderr
                       or "out of memory" in proc.stderr.lower()):
             report.error_kind = "memory"
-            memory_hint = f" (exceeded its memory request of {limit / 1024**2:.0f} MiB)"
+            if limit > payload.memory_limit:
+                memory_hint = (f" (exceeded its memory limit of {limit / 1024**2:.0f} MiB: its request of "
+                               f"{payload.memory_limit / 1024**2:.0f} MiB raised to the "
+                               f"{MEMORY_FLOOR / 1024**2:.0f} MiB floor of a shell command's address space)")
+            else:
+                memory_hint = f" (exceeded its memory request of {limit / 1024**2:.0f} MiB)"
         report.error = f"Command exited with code {proc.returncode}{memory_hint}: {command}\n{_clip(proc.stderr)[-2000:]}"
         raise RuntimeError(report.error)
     out = proc.stdout.strip()

@@ -22,6 +22,10 @@ class RuntimeMetrics:
         self.running = Gauge("orchestrator_running_tasks", "Task attempts running")
         self.cpus_used = Gauge("orchestrator_cpus_reserved", "CPUs reserved by running tasks")
         self.cpus_total = Gauge("orchestrator_cpus_total", "CPUs of the alive nodes")
+        self.memory_used = Gauge("orchestrator_memory_reserved_bytes", "Memory reserved by running tasks (bytes)")
+        self.memory_total = Gauge("orchestrator_memory_total_bytes", "Memory of the alive nodes (bytes)")
+        self.gpus_used = Gauge("orchestrator_gpus_reserved", "GPUs reserved by running tasks")
+        self.gpus_total = Gauge("orchestrator_gpus_total", "GPUs of the alive nodes")
         self.decision_latency = Histogram("orchestrator_decision_latency_us", "Scheduling decision latency (us)",
                                           boundaries=_LATENCY_US)
         self.task_duration = Histogram("orchestrator_task_duration_s", "Task attempt duration (s)",
@@ -46,8 +50,13 @@ class RuntimeMetrics:
         self.workflows_finished.inc(1, tags={"status": status, "policy": policy})
         self.jct.observe(jct, tags={"policy": policy})
 
-    def cluster(self, cpus_used: float, cpus_total: float, queue: int, running: int) -> None:
+    def cluster(self, cpus_used: float, cpus_total: float, queue: int, running: int, memory_used: float = 0.0,
+                memory_total: float = 0.0, gpus_used: float = 0.0, gpus_total: float = 0.0) -> None:
         self.cpus_used.set(cpus_used)
         self.cpus_total.set(cpus_total)
+        self.memory_used.set(memory_used)
+        self.memory_total.set(memory_total)
+        self.gpus_used.set(gpus_used)
+        self.gpus_total.set(gpus_total)
         self.queue_length.set(queue)
         self.running.set(running)

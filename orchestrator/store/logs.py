@@ -65,3 +65,13 @@ class _ContextAdapter(logging.LoggerAdapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**self.extra, **(kwargs.get("extra") or {})}
         return msg, kwargs
+
+
+_event_log = logging.getLogger("orchestrator.events")
+
+
+def log_event(event: Any) -> None:
+    """An event subscriber (`RuntimeConfig.event_subscribers`, "orchestrator.store.logs:log_event"): each event
+    as a structured log line carrying its id, type, run and task."""
+    _event_log.info("event %s", event.type, extra={"run_id": event.run_id, "task_id": event.task_id,
+                                                   "event_id": event.id, "payload": event.payload})
