@@ -352,6 +352,20 @@ def _wfcommons_15(wf: dict, source: str) -> list[TaskSpec]:
     return tasks
 
 
+class _DuplicateJsonKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refusing a key given twice (json.loads would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateJsonKey(key)
+        out[key] = value
+    return out
+
+
 def load_workflow(path: str | Path) -> Workflow:
     """Load a workflow file: `.yaml`/`.yml`, `.json`, WfCommons JSON, each optionally gzipped."""
     path = Path(path)
@@ -361,7 +375,9 @@ def load_workflow(path: str | Path) -> Workflow:
         if suffixes and suffixes[-1] in (".yaml", ".yml"):
             data = yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
         else:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateJsonKey as dup:
+        raise LoaderError(f"Cannot load '{path}': key {dup.args[0]!r} is given twice in one JSON object") from None
     except _DuplicateKey as dup:
         raise LoaderError(f"Cannot load '{path}': line {dup.line}: key {dup.key!r} is given twice in one mapping "
                           f"(first at line {dup.first_line})") from None

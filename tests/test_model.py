@@ -454,3 +454,10 @@ def test_a_trace_library_never_holds_two_workflows_of_one_name(tmp_path):
     assert [e.name for e in library.entries] == ["w", "w~2", "w~3"]
     with pytest.raises(SimulationError, match="named 'w'"):
         TraceLibrary([library.entries[0], library.entries[0]])
+
+
+def test_duplicate_json_keys_are_named(tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text('{"name": "w", "tasks": [{"id": "a", "entrypoint": "echo", "id": "b"}]}')
+    with pytest.raises(LoaderError, match=r"dup.json': key 'id' is given twice in one JSON object"):
+        load_workflow(path)
