@@ -15,7 +15,6 @@ import ray
 from orchestrator.errors import OrchestratorError, WorkflowError
 from orchestrator.model import Workflow
 from orchestrator.runtime import TaskHandle, WorkflowBuilder, task
-from orchestrator.runtime.api import ensure_not_in_ray_worker, in_ray_worker
 from orchestrator.runtime.config import ACTOR_NAME, NAMESPACE, RuntimeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +87,8 @@ def test_decorated_function_outside_a_builder_is_a_plain_function():
 
 
 def test_run_refused_in_a_driver_only_when_in_a_worker():
+    from orchestrator.runtime.api import ensure_not_in_ray_worker, in_ray_worker
+
     assert not in_ray_worker()
     ensure_not_in_ray_worker()  # no error in the driver
 
@@ -155,7 +156,7 @@ def test_a_script_without_a_main_guard_fails_clearly_instead_of_hanging(ray_clus
 
         with WorkflowBuilder("noguard") as wf:
             double(21)
-        final = wf.run(config=RuntimeConfig(data_dir="state", redis_url=None), timeout=60)
+        final = wf.run(config=RuntimeConfig(data_dir="state", redis_url=None), timeout=60)  # ./state, not the actor's
         print("STATUS", final["status"], final["error"])
     """))
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.address,
@@ -168,3 +169,4 @@ def test_a_script_without_a_main_guard_fails_clearly_instead_of_hanging(ray_clus
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "STATUS failed" in proc.stdout, proc.stdout
     assert "inside a Ray worker" in proc.stdout and 'if __name__ == "__main__":' in proc.stdout
+    assert (tmp_path / "state" / "state.db").exists() and not (ROOT / "state").exists()

@@ -10,12 +10,16 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from ..errors import OrchestratorError
+from ..errors import OrchestratorError, PolicyError
 
-console = Console(width=None if sys.stdout.isatty() else 200)  # full tables when piped
+# Full tables when piped. Names, ids, errors and task output are user text: always printed literally (escaped when
+# inside markup, or as Text; no :emoji: codes), so a task raising "closing tag [/x]" cannot break a command.
+console = Console(width=None if sys.stdout.isatty() else 200, emoji=False)
 
 ADDRESS = typer.Option(None, "--address", envvar="RAY_ADDRESS", help="Ray cluster address (default: a local Ray)")
 DATA_DIR = typer.Option(None, "--data-dir", help="Folder of the embedded store (default .orchestrator or "
@@ -35,6 +39,36 @@ def _config(data_dir: Path | None, db_url: str | None, policy: str | None = None
     if policy:
         kwargs["default_policy"] = policy
     return RuntimeConfig(**kwargs)
+
+
+def _e(value) -> str:
+    """User or task text, escaped for a rich markup string."""
+    return escape(str(value))
+
+
+def _check_policies(policy: str | None, workflows, paths) -> None:
+    """Unknown policies (--policy, or a workflow file's `policy:` where no --policy overrides it) are reported
+    before Ray starts."""
+    from ..scheduling import get_policy
+
+    if policy:
+        get_policy(policy)
+        return
+    for wf, path in zip(workflows, paths):
+        if wf.policy:
+            try:
+                get_policy(wf.policy)
+            except PolicyError as exc:
+                raise PolicyError(f"{path}: workflow '{wf.name}' asks for policy '{wf.policy}': {exc}") from None
+
+
+def _existing_cluster(address: str | None) -> bool:
+    """True when `run` will use a Ray cluster that outlives it: an address (--address / RAY_ADDRESS) other than
+    'local', or a Ray this process is already connected to."""
+    if address and address.strip() not in ("", "local"):
+        return True
+    ray = sys.modules.get("ray")
+    return bool(ray is not None and ray.is_initialized())
 
 
 def _when(ts: float | None) -> str:
@@ -64,6 +98,12 @@ def register(app: typer.Typer) -> None:
         workflows = [load_workflow(p) for p in paths]  # every file validated before anything starts
         if time_scale is not None and time_scale <= 0:
             raise OrchestratorError(f"--time-scale must be > 0, got {time_scale}")
+        _check_policies(policy, workflows, paths)
+        if detach and not _existing_cluster(address):
+            raise OrchestratorError(
+                "--detach needs an existing Ray cluster (--address HOST:PORT or RAY_ADDRESS): the local Ray started "
+                "on demand ends with this command, and a detached run would be left unfinished (start one with "
+                "`ray start --head`, or run without --detach)")
         config = _config(data_dir, db_url, policy)
         final = _submit_and_follow(workflows, config, address, num_cpus, policy, time_scale, detach, timeout)
         if final and any(p["status"] != "succeeded" for p in final.values()):
@@ -88,17 +128,18 @@ def register(app: typer.Typer) -> None:
                       "task runtimes")
         final.update(_submit_and_follow([trace], config, None, num_cpus, "srpt-cp", 0.02, False, 600))
         store = _open(data_dir, None)
-        table = Table(title=f"Recorded in {config.db_url or config.data_dir + '/state.db'}")
+        table = Table(title=Text(f"Recorded in {config.db_url or config.data_dir + '/state.db'}"))
         for col in ("run", "status", "tasks", "events", "wall (s)"):
             table.add_column(col)
         for rid, p in final.items():
             rec = store.get_workflow(rid)
             wall = (rec.finished_at or 0) - (rec.started_at or rec.created_at)
-            table.add_row(rid, p["status"], str(p["total"]), str(len(store.events(rid, limit=100_000))), f"{wall:.2f}")
+            table.add_row(Text(rid), p["status"], str(p["total"]), str(len(store.events(rid, limit=100_000))),
+                          f"{wall:.2f}")
         console.print(table)
         etl_run = next(iter(final))
         console.print(f"next: orchestrator status {etl_run} --data-dir {config.data_dir} | orchestrator logs "
-                      f"{etl_run} --task report --data-dir {config.data_dir} | orchestrator bench")
+                      f"{etl_run} --task report --data-dir {config.data_dir} | orchestrator bench", markup=False)
         if any(p["status"] != "succeeded" for p in final.values()):
             raise typer.Exit(1)
 
@@ -107,19 +148,21 @@ def register(app: typer.Typer) -> None:
         """Show a run's status and each task's state (read from the store)."""
         store = _open(data_dir, db_url)
         rec = store.get_workflow(run_id)
-        console.print(f"[bold]{rec.name}[/] run [cyan]{rec.run_id}[/] policy={rec.policy} status=[bold]"
-                      f"{rec.status.value}[/] created={_when(rec.created_at)} finished={_when(rec.finished_at)}")
+        console.print(f"[bold]{_e(rec.name)}[/] run [cyan]{_e(rec.run_id)}[/] policy={_e(rec.policy)} status=[bold]"
+                      f"{rec.status.value}[/] created={_when(rec.created_at)} finished={_when(rec.finished_at)}",
+                      highlight=False)
         if rec.error:
-            console.print(f"[red]{rec.error}[/]")
+            console.print(Text(rec.error, style="red"))
         counts = store.task_counts(run_id)
-        console.print("tasks: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        console.print("tasks: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())), markup=False,
+                      highlight=False)
         table = Table()
         for col in ("task", "status", "attempt", "node", "started", "finished", "error"):
             table.add_column(col)
         tasks = store.get_tasks(run_id)
         for t in tasks[:200]:
-            table.add_row(t.task_id, t.status.value, str(t.attempt), t.node or "-", _when(t.started_at),
-                          _when(t.finished_at), (t.error or "").strip().splitlines()[-1][:80] if t.error else "")
+            table.add_row(Text(t.task_id), t.status.value, str(t.attempt), Text(t.node or "-"), _when(t.started_at),
+                          _when(t.finished_at), Text(_last_line(t.error)[:80]))
         console.print(table)
         if len(tasks) > 200:
             console.print(f"... {len(tasks) - 200} more tasks")
@@ -140,7 +183,8 @@ def register(app: typer.Typer) -> None:
         for col in ("run", "workflow", "policy", "status", "created", "finished"):
             table.add_column(col)
         for r in store.list_workflows(wanted, limit=limit):
-            table.add_row(r.run_id, r.name, r.policy, r.status.value, _when(r.created_at), _when(r.finished_at))
+            table.add_row(Text(r.run_id), Text(r.name), Text(r.policy or ""), r.status.value, _when(r.created_at),
+                          _when(r.finished_at))
         console.print(table)
 
     @app.command()
@@ -173,20 +217,19 @@ def register(app: typer.Typer) -> None:
         if task:
             execs = store.executions(run_id, task)
             if not execs:
-                console.print(f"task '{task}' of run {run_id} has no recorded attempt")
+                console.print(Text(f"task '{task}' of run {run_id} has no recorded attempt"))
             for e in execs:
                 if as_json:
                     sys.stdout.write(json.dumps({"run_id": run_id, "task_id": task, "attempt": e.attempt,
                                                  "status": e.status, "stdout": e.stdout, "stderr": e.stderr,
                                                  "error": e.error}) + "\n")
                     continue
-                console.rule(f"{task} attempt {e.attempt}: {e.status} on {e.node} ({(e.duration or 0):.3f} s)")
-                if e.stdout:
-                    console.print("[bold]stdout[/]\n" + e.stdout, markup=False, highlight=False)
-                if e.stderr:
-                    console.print("[bold]stderr[/]\n" + e.stderr, markup=False, highlight=False)
-                if e.error:
-                    console.print(f"[red]error[/]\n{e.error}", highlight=False)
+                console.rule(Text(f"{task} attempt {e.attempt}: {e.status} on {e.node} ({(e.duration or 0):.3f} s)"))
+                for header, text, style in (("stdout", e.stdout, "bold"), ("stderr", e.stderr, "bold"),
+                                            ("error", e.error, "red")):
+                    if text:
+                        console.print(Text(header, style=style))
+                        console.print(Text(text), highlight=False)
             return
         for ev in store.events(run_id, limit=100_000):
             if as_json:
@@ -196,7 +239,7 @@ def register(app: typer.Typer) -> None:
             else:
                 extra = {k: v for k, v in ev.payload.items() if k not in ("run_id", "task_id") and v is not None}
                 console.print(f"{_when(ev.created_at)} {ev.type:<20} {ev.task_id or '':<30} "
-                              f"{json.dumps(extra)[:120]}", highlight=False)
+                              f"{json.dumps(extra)[:120]}", markup=False, highlight=False)
 
     @app.command()
     def resume(run_id: str = typer.Argument(None, help="One run (default: every unfinished run)"),
@@ -213,44 +256,45 @@ def register(app: typer.Typer) -> None:
         resumed = ray.get(handle.resume.remote(run_id))
         store = _open(data_dir, db_url)
         active = [run_id] if run_id else store.unfinished_workflows()
-        console.print(f"resumed {len(resumed)} run(s); {len(active)} unfinished")
+        console.print(_resume_summary(handle, run_id, resumed, active), markup=False, highlight=False)
         if wait and active:
             final = wait_for(handle, active)
             for rid, p in final.items():
-                console.print(f"run {rid}: {p['status']}")
+                console.print(f"run {rid}: {p['status']}", markup=False, highlight=False)
             if any(p["status"] != "succeeded" for p in final.values()):
                 raise typer.Exit(1)
 
 
 def _submit_and_follow(workflows, config, address, num_cpus, policy, time_scale, detach, timeout) -> dict:
     """Submit workflows to the orchestrator (starting Ray and the actor if needed) and show a progress bar each."""
-    import ray
-
-    from ..runtime.client import check_store, connect_ray, get_orchestrator, wait_for
+    from ..runtime.client import call, check_store, connect_ray, get_orchestrator, wait_for
 
     check_store(config)  # a bad URL or an unreachable database fails here, clearly
     connect_ray(address, num_cpus=num_cpus)
     handle = get_orchestrator(config)
-    run_ids = ray.get(handle.submit_many.remote(list(workflows), policy, time_scale))
+    # An error in the actor (a policy it does not know, a task too large for every node) comes back as its message.
+    run_ids = call(handle.submit_many.remote(list(workflows), policy, time_scale))
     for wf, rid in zip(workflows, run_ids):
-        console.print(f"submitted [bold]{wf.name}[/] as run [cyan]{rid}[/] ({len(wf.tasks)} tasks)")
+        console.print(f"submitted [bold]{_e(wf.name)}[/] as run [cyan]{_e(rid)}[/] ({len(wf.tasks)} tasks)",
+                      highlight=False)
     if detach:
         return {}
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as progress:
-        bars = {rid: progress.add_task(rid, total=len(wf.tasks), detail="") for wf, rid in zip(workflows, run_ids)}
+        bars = {rid: progress.add_task(_e(rid), total=len(wf.tasks), detail="")
+                for wf, rid in zip(workflows, run_ids)}
 
         def update(p: dict) -> None:
             c = p["counts"]
             done = sum(c.get(k, 0) for k in ("succeeded", "failed", "skipped", "cancelled"))
             detail = " ".join(f"{k}={v}" for k, v in sorted(c.items()) if k != "pending" and v)
-            progress.update(bars[p["run_id"]], completed=done, detail=f"{p['status']} {detail}")
+            progress.update(bars[p["run_id"]], completed=done, detail=_e(f"{p['status']} {detail}"))
 
         final = wait_for(handle, run_ids, on_progress=update, timeout=timeout)
     for rid in run_ids:
         p = final[rid]
         colour = "green" if p["status"] == "succeeded" else "red"
-        console.print(f"run [cyan]{rid}[/]: [{colour}]{p['status']}[/]")
+        console.print(f"run [cyan]{_e(rid)}[/]: [{colour}]{_e(p['status'])}[/]", highlight=False)
         if p["status"] != "succeeded":
             _print_failures(config, rid)
     return final
@@ -268,13 +312,34 @@ def _print_failures(config, run_id: str) -> None:
     store = open_store(config.db_url, config.data_dir)
     rec = store.get_workflow(run_id)
     if rec.error:
-        console.print(f"  [red]{rec.error}[/]", highlight=False)
+        console.print(Text("  " + rec.error, style="red"), soft_wrap=True)
     for t in store.get_tasks(run_id):
         if t.status.value in ("failed",):
-            last = (t.error or "").strip().splitlines()
-            console.print(f"  task [bold]{t.task_id}[/] failed after {t.attempt} attempt(s): "
-                          f"{last[-1] if last else ''}", highlight=False)
-    console.print(f"  details: orchestrator status {run_id}; orchestrator logs {run_id} --task TASK")
+            console.print(f"  task [bold]{_e(t.task_id)}[/] failed after {t.attempt} attempt(s): "
+                          f"{_e(_last_line(t.error))}", highlight=False, soft_wrap=True)
+    console.print(f"  details: orchestrator status {run_id}; orchestrator logs {run_id} --task TASK", markup=False,
+                  highlight=False)
+
+
+def _last_line(error: str | None) -> str:
+    lines = (error or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _resume_summary(handle, run_id: str | None, resumed: list[str], active: list[str]) -> str:
+    """What `resume` did, truthfully: an orchestrator started by this command resumed every unfinished run by itself
+    as it started (so its resume call finds nothing left to resume)."""
+    from ..runtime.client import resumed_at_start
+
+    at_start = [r for r in (resumed_at_start(handle) or []) if r not in resumed and (not run_id or r == run_id)]
+    msg = f"resumed {len(resumed) + len(at_start)} run(s)"
+    if at_start:
+        msg += f" ({len(at_start)} by the orchestrator as it started)"
+    msg += f"; {len(active)} unfinished"
+    running = [r for r in active if r not in resumed and r not in at_start]
+    if running:
+        msg += f" ({len(running)} already running in the orchestrator)"
+    return msg
 
 
 def register_bench(app: typer.Typer) -> None:
@@ -348,5 +413,5 @@ def _table(title: str, rows: list[dict], cols: list[str]) -> None:
     for c in cols:
         table.add_column(c, justify="right")
     for r in rows:
-        table.add_row(*[f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+        table.add_row(*[Text(f"{r[c]:.3f}" if isinstance(r[c], float) else str(r[c])) for c in cols])
     console.print(table)

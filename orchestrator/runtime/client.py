@@ -20,9 +20,10 @@ from .config import ACTOR_NAME, NAMESPACE, RuntimeConfig
 TERMINAL = {s.value for s in WorkflowStatus if s.terminal}
 CONNECT_TIMEOUT_ENV = "ORCHESTRATOR_CONNECT_TIMEOUT"  # seconds to wait for a cluster's GCS port (default 5)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-_AUTH_HINT = ("if the cluster uses token authentication (the default of Ray 2.60), this machine needs the "
-              "cluster's token: in ~/.ray/auth_token, or in the environment variable RAY_AUTH_TOKEN (or "
-              "RAY_AUTH_TOKEN_PATH); `ray get-auth-token` on the head node prints it")
+_AUTH_HINT = ("Ray could not join the cluster: if it uses token authentication (the default of a local ray.init() "
+              "in Ray 2.60), set RAY_AUTH_MODE=token and give this machine the cluster's token, in ~/.ray/auth_token "
+              "or the environment variable RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH); also check that the address is "
+              "the cluster's GCS port and that the Ray versions match")
 _resumed_at_start: dict[str, list[str]] = {}  # actor id -> runs it resumed as it started (actors started here)
 
 
@@ -82,8 +83,7 @@ def _connect_failure(address: str, exc: BaseException) -> str:
 
     cause = _one_line(str(exc)) or type(exc).__name__
     msg = f"Cannot connect to the Ray cluster at {address}: {cause}"
-    if isinstance(exc, AuthenticationError) or re.search(r"auth|token|unauthenticated|failed to connect to gcs",
-                                                         cause, re.IGNORECASE):
+    if isinstance(exc, AuthenticationError) or re.search(r"auth|token|failed to connect to", cause, re.IGNORECASE):
         msg += f" ({_AUTH_HINT})"
     return msg
 
@@ -203,6 +203,9 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
 
     from .actor import OrchestratorActor
 
+    if config is not None and not Path(config.data_dir).is_absolute():
+        # The actor's working directory is not the driver's: a relative --data-dir is the driver's.
+        config = config.model_copy(update={"data_dir": str(Path(config.data_dir).resolve())})
     try:
         handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
     except ValueError:
