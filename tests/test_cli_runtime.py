@@ -261,3 +261,35 @@ def test_markup_in_task_output_and_names_is_shown_literally(ray_cluster, tmp_pat
         assert r.exit_code == 0 and "c[x] attempt 1: failed" in r.output and "closing tag [/oops] here" in r.output
     finally:
         _kill_orchestrator()
+
+
+def test_cancel_without_a_reachable_orchestrator_goes_through_the_store(ray_cluster, tmp_path):
+    """`orchestrator cancel` in a process that cannot reach the orchestrator's Ray (here: told RAY_ADDRESS=local)
+    starts no Ray and no second orchestrator: it records a request, which the running orchestrator carries out."""
+    from orchestrator.loaders import workflow_from_dict
+    from orchestrator.runtime.actor import OrchestratorActor
+    from orchestrator.runtime.client import wait_for
+    from orchestrator.runtime.config import RuntimeConfig
+    from orchestrator.store import Store
+
+    data = tmp_path / "state"
+    config = RuntimeConfig(data_dir=str(data), redis_url=None, lease_ttl_s=3.0)
+    h = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
+    try:
+        wf = workflow_from_dict({"name": "long", "tasks": [
+            {"id": "s", "entrypoint": "orchestrator.runtime.builtins:sleep", "args": [30]}]})
+        run_id = ray.get(h.submit.remote(wf))
+        store = Store.open(None, data_dir=data)
+        deadline = time.time() + 20
+        while store.task_counts(run_id).get("running", 0) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        code, out, err, took = _cli("cancel", run_id, "--data-dir", data, env={"RAY_ADDRESS": "local"})
+        assert code == 0, err
+        assert "cancel requested" in out and took < 20  # no Ray was started for it
+        final = wait_for(h, [run_id], timeout=15)[run_id]
+        assert final["status"] == "cancelled"
+        code, out, _, _ = _cli("cancel", run_id, "--data-dir", data, env={"RAY_ADDRESS": "local"})
+        assert code == 0 and "already cancelled" in out
+    finally:
+        ray.get(h.shutdown.remote())
+        ray.kill(h)

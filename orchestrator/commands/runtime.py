@@ -190,21 +190,35 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def cancel(run_id: str = typer.Argument(...), address: str = ADDRESS, data_dir: Path = DATA_DIR,
                db_url: str = DB_URL):
-        """Cancel a run: running tasks are stopped, pending ones never start."""
-        import ray
+        """Cancel a run: running tasks are stopped, pending ones never start.
 
-        from ..runtime.client import connect_ray, get_orchestrator
+        Through the orchestrator actor when its Ray cluster is reachable (--address, RAY_ADDRESS, or a `ray start`
+        cluster on this machine); otherwise as a cancel request in the store, which the orchestrator running the
+        run carries out within a second (a local Ray started on demand by another command is not reachable from
+        here, and starting a new one would start a second orchestrator on the same store)."""
+        from ..runtime.client import call, connect_ray, find_cluster, get_orchestrator
 
         store = _open(data_dir, db_url)
         rec = store.get_workflow(run_id)  # unknown run -> clear error
         if rec.status.terminal:
-            console.print(f"run {run_id} already {rec.status.value}")
+            console.print(f"run {run_id} already {rec.status.value}", markup=False, highlight=False)
             return
-        connect_ray(address)
-        handle = get_orchestrator(_config(data_dir, db_url))
-        ray.get(handle.resume.remote(run_id))
-        ok = ray.get(handle.cancel.remote(run_id))
-        console.print(f"run {run_id}: {'cancelled' if ok else 'not active'}")
+        cluster = find_cluster(address)
+        handle = None
+        if cluster is not None:
+            connect_ray(cluster)
+            try:
+                handle = get_orchestrator(_config(data_dir, db_url), create=False)
+            except OrchestratorError:
+                handle = None  # no orchestrator on that cluster: ask through the store
+        if handle is not None:
+            call(handle.resume.remote(run_id))
+            ok = call(handle.cancel.remote(run_id))
+            console.print(f"run {run_id}: {'cancelled' if ok else 'not active'}", markup=False, highlight=False)
+            return
+        store.request_cancel(run_id)
+        console.print(f"run {run_id}: cancel requested; the orchestrator running it stops it within a second (if "
+                      "none runs it now, the next one to resume it does)", markup=False, highlight=False)
 
     @app.command()
     def logs(run_id: str = typer.Argument(...), task: str = typer.Option(None, "--task", "-t",
@@ -248,12 +262,12 @@ def register(app: typer.Typer) -> None:
         """Start the orchestrator if needed and resume unfinished runs from the store."""
         import ray
 
-        from ..runtime.client import connect_ray, get_orchestrator, wait_for
+        from ..runtime.client import call, connect_ray, get_orchestrator, wait_for
 
         config = _config(data_dir, db_url)
         connect_ray(address)
         handle = get_orchestrator(config)
-        resumed = ray.get(handle.resume.remote(run_id))
+        resumed = call(handle.resume.remote(run_id))
         store = _open(data_dir, db_url)
         active = [run_id] if run_id else store.unfinished_workflows()
         console.print(_resume_summary(handle, run_id, resumed, active), markup=False, highlight=False)

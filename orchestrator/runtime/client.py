@@ -143,6 +143,22 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: 
     return True
 
 
+def find_cluster(address: str | None = None) -> str | None:
+    """The address of a running Ray cluster to talk to, without starting one: an explicit address (`--address`,
+    RAY_ADDRESS; not "local"), else a `ray start` cluster on this machine; None when there is none."""
+    address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
+    if address and address not in ("local", "auto"):
+        return address
+    if address == "local":
+        return None
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+
+        return canonicalize_bootstrap_address("auto") or None
+    except Exception:  # noqa: BLE001 - ConnectionError when no cluster runs here (a private helper: be lenient)
+        return None
+
+
 def remote_error_message(exc: BaseException) -> str:
     """The message of the exception raised inside a Ray task or actor call, on one line, without Ray's remote
     traceback or its ANSI colour codes."""
