@@ -293,3 +293,19 @@ def test_cancel_without_a_reachable_orchestrator_goes_through_the_store(ray_clus
     finally:
         ray.get(h.shutdown.remote())
         ray.kill(h)
+
+
+def test_a_refused_workflow_is_recorded_as_rejected(tmp_path, capsys, monkeypatch):
+    """A cyclic file is refused before any Ray starts, and the refusal is in the store (`list --rejected`)."""
+    bad = tmp_path / "cyclic.yaml"
+    bad.write_text("name: loop\ntasks:\n  - {id: a, depends_on: [b]}\n  - {id: b, depends_on: [a]}\n")
+    data = tmp_path / "state"
+    code, _, err = _main(capsys, monkeypatch, "run", bad, "--data-dir", data)
+    assert code == 2 and "dependency cycle: b -> a -> b" in _error_line(err)
+    code, out, _ = _main(capsys, monkeypatch, "list", "--rejected", "--data-dir", data)
+    assert code == 0 and "cyclic.yaml" in out and "CycleError" in out
+    from orchestrator.store import Store
+
+    (rejection,) = Store.open(None, data_dir=data).rejections()
+    assert rejection.type == "workflow.rejected" and rejection.run_id is None
+    assert rejection.payload["source"] == str(bad) and "b -> a -> b" in rejection.payload["error"]

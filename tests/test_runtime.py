@@ -115,6 +115,8 @@ def test_many_runs_submitted_at_once_are_all_recorded_and_a_refused_one_records_
     with pytest.raises(Exception, match=r"Workflow 2 of 2 \(too-big\) was refused, so none was recorded"):
         ray.get(h.submit_many.remote([chain(1), too_big]))
     assert len(store.list_workflows(limit=1000)) == before
+    (rejected,) = store.rejections()  # ... and the refusal is recorded
+    assert rejected.payload["name"] == "too-big" and "requests" in rejected.payload["error"]
 
 
 def test_failure_skips_downstream_and_names_the_cause(orch):

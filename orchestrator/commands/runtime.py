@@ -62,6 +62,18 @@ def _check_policies(policy: str | None, workflows, paths) -> None:
                 raise PolicyError(f"{path}: workflow '{wf.name}' asks for policy '{wf.policy}': {exc}") from None
 
 
+def _record_rejection(data_dir: Path | None, db_url: str | None, exc: Exception, path: Path) -> None:
+    """Record a refused workflow file in the store, when the store can be opened (else only the error is shown)."""
+    try:
+        store = _open(data_dir, db_url)
+        try:
+            store.record_rejection(f"{type(exc).__name__}: {exc}", name=path.name, source=str(path))
+        finally:
+            store.close()
+    except Exception:  # noqa: BLE001 - e.g. the database is unreachable: the error itself is what matters
+        pass
+
+
 def _existing_cluster(address: str | None) -> bool:
     """True when `run` will use a Ray cluster that outlives it: an address (--address / RAY_ADDRESS) other than
     'local', or a Ray this process is already connected to."""
@@ -92,13 +104,21 @@ def register(app: typer.Typer) -> None:
         detach: bool = typer.Option(False, "--detach", help="Submit and return without waiting"),
         timeout: float = typer.Option(None, "--timeout", help="Give up waiting after this many seconds"),
     ):
-        """Run workflows on Ray with a live progress bar; exit 1 if any fails."""
+        """Run workflows on Ray with a live progress bar; exit 1 if any fails. A file refused before it becomes a
+        run (unreadable, invalid, cyclic, too large, unknown policy) is recorded as a `workflow.rejected` event
+        (`orchestrator list --rejected`)."""
         from ..loaders import load_workflow
 
-        workflows = [load_workflow(p) for p in paths]  # every file validated before anything starts
         if time_scale is not None and time_scale <= 0:
             raise OrchestratorError(f"--time-scale must be > 0, got {time_scale}")
-        _check_policies(policy, workflows, paths)
+        workflows = []
+        for path in paths:  # every file validated before anything starts
+            try:
+                workflows.append(load_workflow(path))
+                _check_policies(policy, workflows[-1:], [path])
+            except OrchestratorError as exc:
+                _record_rejection(data_dir, db_url, exc, path)
+                raise
         if detach and not _existing_cluster(address):
             raise OrchestratorError(
                 "--detach needs an existing Ray cluster (--address HOST:PORT or RAY_ADDRESS): the local Ray started "
@@ -169,11 +189,24 @@ def register(app: typer.Typer) -> None:
 
     @app.command(name="list")
     def list_runs(status_filter: str = typer.Option(None, "--status", help="Only runs with this status"),
-                  limit: int = typer.Option(50, "--limit"), data_dir: Path = DATA_DIR, db_url: str = DB_URL):
+                  limit: int = typer.Option(50, "--limit"),
+                  rejected: bool = typer.Option(False, "--rejected",
+                                                help="Workflows refused before they became runs, newest first"),
+                  data_dir: Path = DATA_DIR, db_url: str = DB_URL):
         """List workflow runs, newest first."""
         from ..states import WorkflowStatus
 
         store = _open(data_dir, db_url)
+        if rejected:
+            table = Table()
+            for col in ("event", "when", "workflow", "source", "error"):
+                table.add_column(col)
+            for e in store.rejections(limit):
+                p = e.payload
+                table.add_row(str(e.id), _when(e.created_at), Text(p.get("name") or "-"), Text(p.get("source") or "-"),
+                              Text(p.get("error") or ""))
+            console.print(table)
+            return
         try:
             wanted = WorkflowStatus(status_filter) if status_filter else None
         except ValueError:

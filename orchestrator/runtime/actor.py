@@ -217,8 +217,14 @@ class Orchestrator:
 
     def submit(self, workflow: dict | Workflow, policy: str | None = None, run_id: str | None = None,
                time_scale: float | None = None) -> str:
-        """Record a run of `workflow` and start it; returns its run id once the run is durably recorded."""
-        return self._submit([self._admission(workflow, policy, run_id, time_scale)])[0]
+        """Record a run of `workflow` and start it; returns its run id once the run is durably recorded. A
+        workflow refused before it becomes a run is recorded as a `workflow.rejected` event."""
+        try:
+            admission = self._admission(workflow, policy, run_id, time_scale)
+        except Exception as exc:
+            self._record_rejection(workflow, exc)
+            raise
+        return self._submit([admission])[0]
 
     def submit_many(self, workflows: list[dict | Workflow], policy: str | None = None,
                     time_scale: float | None = None) -> list[str]:
@@ -229,10 +235,19 @@ class Orchestrator:
             try:
                 admissions.append(self._admission(wf, policy, None, time_scale))
             except Exception as exc:
+                self._record_rejection(wf, exc)
                 name = wf.name if isinstance(wf, Workflow) else (wf or {}).get("name") if isinstance(wf, dict) else None
                 raise OrchestratorError(f"Workflow {k + 1} of {len(workflows)} ({name or 'unnamed'}) was refused, "
                                         f"so none was recorded: {exc}") from exc
         return self._submit(admissions)
+
+    def _record_rejection(self, workflow: Any, exc: BaseException) -> None:
+        name = workflow.name if isinstance(workflow, Workflow) else (
+            workflow.get("name") if isinstance(workflow, dict) else None)
+        try:
+            self.store.record_rejection(f"{type(exc).__name__}: {exc}", name=name, source="submit")
+        except Exception:  # noqa: BLE001 - the caller still gets the error itself
+            log.exception("could not record the rejected workflow %s", name)
 
     def _admission(self, workflow: dict | Workflow, policy: str | None, run_id: str | None,
                    time_scale: float | None) -> _Admission:

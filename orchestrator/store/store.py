@@ -803,6 +803,22 @@ class Store:
                                             json_dumps({"run_id": run_id, "at": now}), now)])
         return self.get_workflow(run_id)
 
+    def record_rejection(self, error: str, name: str | None = None, source: str | None = None) -> int:
+        """Record a workflow that was refused before it became a run (invalid file, cycle, too large, unknown
+        policy, a task no node can hold) as a `workflow.rejected` event; returns the event id."""
+        now = time.time()
+        payload = {"name": name, "source": source, "error": _clip(_clean(error)), "at": now}
+        with self._transaction("record a rejected workflow") as conn:
+            self._append_events(conn, [(None, None, "workflow.rejected", json_dumps(payload), now)])
+            return int(conn.execute(sa.select(sa.func.max(E.c.id))).scalar() or 0)
+
+    def rejections(self, limit: int = 20) -> list[EventRecord]:
+        """The latest `workflow.rejected` events, newest first."""
+        with self._connection("read rejected workflows") as conn:
+            rows = conn.execute(sa.select(E.c.id, E.c.run_id, E.c.task_id, E.c.type, E.c.payload, E.c.created_at)
+                                .where(E.c.type == "workflow.rejected").order_by(E.c.id.desc()).limit(limit))
+            return [EventRecord(*row) for row in rows]
+
     def cancel_requests(self) -> list[str]:
         """Unfinished runs whose cancellation was requested through the store."""
         with self._connection("read cancel requests") as conn:
