@@ -123,7 +123,13 @@ def test_bad_workflow_files_fail_before_anything_runs(tmp_path, content, needle)
     r = invoke("run", path, "--data-dir", tmp_path / "state")
     assert r.exit_code != 0
     assert isinstance(r.exception, OrchestratorError) and needle in str(r.exception)
-    assert not (tmp_path / "state").exists()  # nothing was started or recorded
+    # Nothing was started and no run recorded: only the refusal itself, as a workflow.rejected event.
+    from orchestrator.store import Store
+
+    store = Store.open(None, data_dir=tmp_path / "state")
+    assert store.list_workflows() == []
+    assert [e.type for e in store.events()] == ["workflow.rejected"]
+    assert needle in store.rejections()[0].payload["error"]
 
 
 def test_unreachable_database_is_named(tmp_path):

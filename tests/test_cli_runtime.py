@@ -46,6 +46,18 @@ def _error_line(err: str) -> str:
     return lines[0]
 
 
+def _only_rejections(data_dir: Path) -> int:
+    """How many refusals the store at `data_dir` holds, after checking it holds nothing else (no run, no other
+    event)."""
+    from orchestrator.store import Store
+
+    store = Store.open(None, data_dir=data_dir)
+    assert store.list_workflows() == []
+    types = {e.type for e in store.events()}
+    assert types <= {"workflow.rejected"}, types
+    return len(store.rejections())
+
+
 def _main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
     """`orchestrator ARGS` through the installed entry point (errors exit 2), in this process."""
     monkeypatch.setattr(sys, "argv", ["orchestrator", *map(str, args)])
@@ -73,7 +85,7 @@ def test_unknown_policy_option_fails_before_ray_starts(tmp_path):
     code, out, err, took = _cli("run", wf, "--policy", "nosuch", "--data-dir", tmp_path / "state")
     assert code == 2, err
     assert _error_line(err).startswith("error: Unknown scheduling policy 'nosuch'; available: fifo, heft, job-fifo, ")
-    assert "Started a local Ray" not in err and not (tmp_path / "state").exists()
+    assert "Started a local Ray" not in err and _only_rejections(tmp_path / "state") == 1
     assert took < 20
 
 
@@ -86,7 +98,7 @@ def test_unknown_policy_in_a_workflow_file_is_named_with_the_file(tmp_path):
     assert code == 2, err
     line = _error_line(err)
     assert f"{bad}: workflow 'p' asks for policy 'bogus': Unknown scheduling policy 'bogus'" in line
-    assert not (tmp_path / "state").exists()
+    assert _only_rejections(tmp_path / "state") == 1
     # --policy overrides the file's policy, as the orchestrator does: then the file's is not used (nor checked)
     from orchestrator.commands.runtime import _check_policies
     from orchestrator.loaders import load_workflow
