@@ -1108,7 +1108,8 @@ def _workflow_record(row: sa.Row) -> WorkflowRecord:
 
 
 def _unknown_run(run_id: str) -> StoreError:
-    return StoreError(f"no workflow run '{run_id}'; Store.list_workflows() lists the known runs")
+    return StoreError(f"no workflow run '{run_id}'; `orchestrator list` (Store.list_workflows()) lists the known "
+                      "runs")
 
 
 def _unknown_task(run_id: str, task_id: str, index: int | None = None, n: int | None = None) -> StoreError:
