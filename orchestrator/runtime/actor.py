@@ -45,6 +45,7 @@ class _Attempt:
     ref: Any  # the attempt's object: (value, packed report); children take the value from it
     started: float
     deadline: float | None
+    recorded: bool = False  # its execution row is already written (stopped by a cancel)
 
 
 def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
@@ -339,12 +340,15 @@ class Orchestrator:
             run = self.state.by_run.get(run_id)
             if run is None or run.wf_status.terminal:
                 return False
-            running = self.state.cancel(run, time.time())
+            now = time.time()
+            running = self.state.cancel(run, now)
+            stopping = [att for att in (self._by_task.get((run_id, i)) for i in running) if att is not None]
+            for att in stopping:  # their execution rows go in the same transaction as the cancel itself
+                self._execution(att, TaskStatus.CANCELLED.value, now, error="workflow cancelled while running")
+                att.recorded = True
             self._flush()
-            for i in running:
-                att = self._by_task.get((run_id, i))
-                if att is not None:
-                    ray.cancel(att.ref, force=True)
+            for att in stopping:
+                ray.cancel(att.ref, force=True)
         self._done.put(None)
         return True
 
@@ -723,6 +727,8 @@ class Orchestrator:
 
     def _execution(self, att: _Attempt, status: str, now: float, report: AttemptReport | None = None,
                    error: str | None = None) -> None:
+        if att.recorded:  # stopped by a cancel, which wrote its row
+            return
         duration = report.duration if report else None
         # The node that actually ran it (as Ray reports), which the tests compare with the policy's choice.
         node = self.nodes.names[att.node] if att.node < len(self.nodes.names) else None
