@@ -133,10 +133,14 @@ def test_bad_workflow_files_fail_before_anything_runs(tmp_path, content, needle)
 
 
 def test_unreachable_database_is_named(tmp_path):
+    from orchestrator.errors import StoreError
+
     r = invoke("run", "examples/etl.yaml", "--db-url", "postgresql+psycopg://nobody@127.0.0.1:1/nowhere")
     assert r.exit_code != 0
+    assert isinstance(r.exception, StoreError)  # the project's own error, raised before any Ray starts
     msg = str(r.exception)
-    assert "127.0.0.1:1" in msg and "nowhere" in msg
+    assert msg.startswith("Cannot open the state store at 'postgresql+psycopg://nobody@127.0.0.1:1/nowhere'")
+    assert "Connection refused" in msg and "check that the server is running" in msg
 
 
 def test_run_status_list_logs_end_to_end(ray_cluster, tmp_path):
