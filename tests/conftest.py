@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -75,3 +76,25 @@ def ray_cluster():
     yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture
+def cli_main(capsys, monkeypatch):
+    """`cli_main(*args)`: `orchestrator ARGS` through the installed entry point (errors exit 2), in this process;
+    returns (exit code, stdout, stderr)."""
+    from orchestrator.cli import main
+    from orchestrator.model import set_limits
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["orchestrator", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        finally:
+            set_limits(None)  # --max-tasks sets the limit for the rest of the process
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

@@ -11,11 +11,10 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
-from orchestrator.cli import app, main
+from orchestrator.cli import app
 from orchestrator.dag import analyse, dag_arrays
 from orchestrator.errors import OrchestratorError
 from orchestrator.loaders import load_workflow
-from orchestrator.model import set_limits
 
 runner = CliRunner()
 
@@ -40,18 +39,6 @@ def test_validate_and_analyse(trace_dir):
     assert float(rows["critical path (s)"]) > 0 and int(rows["critical path tasks"]) == len(a.critical_path)
 
 
-def _main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """`orchestrator ARGS` through the installed entry point (errors exit 2), in this process."""
-    monkeypatch.setattr(sys, "argv", ["orchestrator", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    finally:
-        set_limits(None)  # --max-tasks sets the limit for the rest of the process
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("content,needle", [
@@ -65,28 +52,28 @@ def _main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
     ("name: m\ntasks:\n  - {id: 'a[red]b', depends_on: ['x[/bold]']}\n",
      "Task 'a[red]b' depends on unknown task 'x[/bold]'"),
 ])
-def test_validate_exits_2_with_the_problem_on_one_line(tmp_path, capsys, monkeypatch, content, needle):
+def test_validate_exits_2_with_the_problem_on_one_line(tmp_path, cli_main, content, needle):
     path = tmp_path / "wf.yaml"
     path.write_text(content)
-    code, out, err = _main(capsys, monkeypatch, "validate", path)
+    code, out, err = cli_main("validate", path)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and needle in err  # brackets printed as written, never as markup
     assert err.count("\n") == 1  # not wrapped at 80 columns
 
 
-def test_validate_max_tasks_option_and_environment(tmp_path, capsys, monkeypatch):
+def test_validate_max_tasks_option_and_environment(tmp_path, cli_main, monkeypatch):
     path = tmp_path / "w.yaml"
     path.write_text("name: w\ntasks:\n" + "".join(f"  - {{id: t{i}}}\n" for i in range(5)))
-    code, _, err = _main(capsys, monkeypatch, "validate", path, "--max-tasks", "4")
+    code, _, err = cli_main("validate", path, "--max-tasks", "4")
     assert code == 2 and "Workflow 'w' has 5 tasks, above the limit of 4; split it or raise the limit " \
                           "(--max-tasks N on the command line, or the environment variable ORCHESTRATOR_MAX_TASKS=N)" in err
-    code, out, _ = _main(capsys, monkeypatch, "validate", path, "--max-tasks", "5")
+    code, out, _ = cli_main("validate", path, "--max-tasks", "5")
     assert code == 0 and "ok w: 5 tasks" in out
     monkeypatch.setenv("ORCHESTRATOR_MAX_TASKS", "2")
-    code, _, err = _main(capsys, monkeypatch, "validate", path)
+    code, _, err = cli_main("validate", path)
     assert code == 2 and "5 tasks, above the limit of 2" in err
     monkeypatch.setenv("ORCHESTRATOR_MAX_TASKS", "two")
-    code, _, err = _main(capsys, monkeypatch, "validate", path)
+    code, _, err = cli_main("validate", path)
     assert code == 2 and "ORCHESTRATOR_MAX_TASKS='two' is not a whole number of tasks" in err
 
 

@@ -15,7 +15,7 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
-from orchestrator.cli import app, main
+from orchestrator.cli import app
 from orchestrator.errors import OrchestratorError, PolicyError
 from orchestrator.runtime import client
 from orchestrator.runtime.config import ACTOR_NAME, NAMESPACE
@@ -58,16 +58,6 @@ def _only_rejections(data_dir: Path) -> int:
     return len(store.rejections())
 
 
-def _main(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """`orchestrator ARGS` through the installed entry point (errors exit 2), in this process."""
-    monkeypatch.setattr(sys, "argv", ["orchestrator", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _kill_orchestrator():
@@ -199,13 +189,13 @@ def test_resume_message_counts_the_runs_the_orchestrator_resumed_as_it_started(m
 
 # ---- on the session Ray cluster ---------------------------------------------------------------------------------
 
-def test_actor_errors_are_their_own_message(ray_cluster, tmp_path, capsys, monkeypatch):
+def test_actor_errors_are_their_own_message(ray_cluster, tmp_path, cli_main):
     """A task larger than every node is refused by the orchestrator: the CLI shows that message, not Ray's remote
     traceback with ANSI colours; the Python helper keeps the error's type."""
     wf = tmp_path / "huge.yaml"
     wf.write_text("name: huge\ntasks:\n  - {id: a, entrypoint: echo, resources: {cpus: 64}}\n")
     try:
-        code, out, err = _main(capsys, monkeypatch, "run", wf, "--data-dir", tmp_path / "state")
+        code, out, err = cli_main("run", wf, "--data-dir", tmp_path / "state")
         assert code == 2, err
         line = _error_line(err)
         assert line == ("error: Workflow 1 of 1 (huge) was refused, so none was recorded: Task 'a' requests cpus=64, "
@@ -307,14 +297,14 @@ def test_cancel_without_a_reachable_orchestrator_goes_through_the_store(ray_clus
         ray.kill(h)
 
 
-def test_a_refused_workflow_is_recorded_as_rejected(tmp_path, capsys, monkeypatch):
+def test_a_refused_workflow_is_recorded_as_rejected(tmp_path, cli_main):
     """A cyclic file is refused before any Ray starts, and the refusal is in the store (`list --rejected`)."""
     bad = tmp_path / "cyclic.yaml"
     bad.write_text("name: loop\ntasks:\n  - {id: a, depends_on: [b]}\n  - {id: b, depends_on: [a]}\n")
     data = tmp_path / "state"
-    code, _, err = _main(capsys, monkeypatch, "run", bad, "--data-dir", data)
+    code, _, err = cli_main("run", bad, "--data-dir", data)
     assert code == 2 and "dependency cycle: b -> a -> b" in _error_line(err)
-    code, out, _ = _main(capsys, monkeypatch, "list", "--rejected", "--data-dir", data)
+    code, out, _ = cli_main("list", "--rejected", "--data-dir", data)
     assert code == 0 and "cyclic.yaml" in out and "CycleError" in out
     from orchestrator.store import Store
 

@@ -293,8 +293,6 @@ def register(app: typer.Typer) -> None:
                address: str = ADDRESS, data_dir: Path = DATA_DIR, db_url: str = DB_URL,
                wait: bool = typer.Option(True, "--wait/--no-wait")):
         """Start the orchestrator if needed and resume unfinished runs from the store."""
-        import ray
-
         from ..runtime.client import call, connect_ray, get_orchestrator, wait_for
 
         config = _config(data_dir, db_url)

@@ -328,7 +328,7 @@ class Orchestrator:
                     a.run_id = run_id
                     log.info("workflow run submitted",
                              extra={"run_id": run_id, "tasks": len(a.workflow.tasks), "policy": a.policy})
-                except Exception as exc:  # noqa: BLE001 - recorded: the loop re-reads the store and runs it
+                except Exception:  # noqa: BLE001 - recorded: the loop re-reads the store and runs it
                     a.run_id = run_id
                     self._needs_resync = True
                     log.exception("could not admit %s; will re-read the store", run_id)

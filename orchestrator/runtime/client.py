@@ -265,8 +265,6 @@ def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | N
              poll: float = 0.2, timeout: float | None = None) -> dict[str, dict]:
     """Wait until every run is terminal; returns the final progress of each. With `on_progress`, polls every
     `poll` seconds and reports each run's progress; without, blocks in the orchestrator until the runs end."""
-    import ray
-
     start = time.monotonic()
     final: dict[str, dict] = {}
     if on_progress is None:
