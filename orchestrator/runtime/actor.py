@@ -214,7 +214,8 @@ class Orchestrator:
         return {"ok": self.loop_error is None, "error": self.loop_error, "data_dir": self.config.data_dir,
                 "pid": os.getpid(), "priority": getattr(self, "priority", None),
                 "db": self.store.url_masked if hasattr(self.store, "url_masked") else None,
-                "active_runs": len(self.state.jobs), "policy": self.config.default_policy}
+                "active_runs": len(self.state.jobs), "policy": self.config.default_policy,
+                "resumed_at_start": list(self.resumed)}
 
     def submit(self, workflow: dict | Workflow, policy: str | None = None, run_id: str | None = None,
                time_scale: float | None = None) -> str:

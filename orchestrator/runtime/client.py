@@ -253,11 +253,8 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
         raise OrchestratorError(f"The orchestrator failed to start: {exc}") from exc
     if not info["ok"]:
         raise OrchestratorError(f"The orchestrator failed to start: {info['error']}")
-    try:  # for `orchestrator resume`: what it resumed by itself (actor.resumed; no actor method returns it)
-        _resumed_at_start[handle._actor_id.hex()] = list(ray.get(
-            handle.__ray_call__.remote(lambda actor: list(getattr(actor, "resumed", None) or [])), timeout=30))
-    except Exception:  # noqa: BLE001 - only used for a message
-        pass
+    # For `orchestrator resume`: the runs it resumed by itself as it started.
+    _resumed_at_start[handle._actor_id.hex()] = list(info.get("resumed_at_start") or [])
     return handle
 
 
