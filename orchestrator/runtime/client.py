@@ -24,6 +24,7 @@ _AUTH_HINT = ("Ray could not join the cluster: if it uses token authentication (
               "in Ray 2.60), set RAY_AUTH_MODE=token and give this machine the cluster's token, in ~/.ray/auth_token "
               "or the environment variable RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH); also check that the address is "
               "the cluster's GCS port and that the Ray versions match")
+_started_local = False  # this process started a local Ray (which ends with it)
 _resumed_at_start: dict[str, list[str]] = {}  # actor id -> runs it resumed as it started (actors started here)
 
 
@@ -140,6 +141,8 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: 
     except Exception as exc:  # noqa: BLE001
         _shutdown_quietly()
         raise OrchestratorError(f"Could not start a local Ray: {_one_line(str(exc)) or type(exc).__name__}") from exc
+    global _started_local
+    _started_local = True
     return True
 
 
@@ -255,7 +258,22 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
         raise OrchestratorError(f"The orchestrator failed to start: {info['error']}")
     # For `orchestrator resume`: the runs it resumed by itself as it started.
     _resumed_at_start[handle._actor_id.hex()] = list(info.get("resumed_at_start") or [])
+    if _started_local:
+        # The local Ray ends with this process: stop the orchestrator first, so that it writes what it buffers
+        # and gives its lease on the store back (the next command need not wait for the lease to lapse).
+        import atexit
+
+        atexit.register(_stop_quietly, handle)
     return handle
+
+
+def _stop_quietly(handle) -> None:
+    import ray
+
+    try:
+        ray.get(handle.shutdown.remote(), timeout=10)
+    except Exception:  # noqa: BLE001 - exiting anyway; the lease lapses by itself
+        pass
 
 
 def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | None = None,
