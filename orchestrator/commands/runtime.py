@@ -225,10 +225,10 @@ def register(app: typer.Typer) -> None:
                db_url: str = DB_URL):
         """Cancel a run: running tasks are stopped, pending ones never start.
 
-        Through the orchestrator actor when its Ray cluster is reachable (--address, RAY_ADDRESS, or a `ray start`
-        cluster on this machine); otherwise as a cancel request in the store, which the orchestrator running the
-        run carries out within a second (a local Ray started on demand by another command is not reachable from
-        here, and starting a new one would start a second orchestrator on the same store)."""
+        Through the orchestrator actor when its Ray cluster is given (--address, RAY_ADDRESS) and reachable;
+        otherwise as a cancel request in the store, which the orchestrator running the run carries out within a
+        second (a local Ray started on demand by another command cannot be joined from here, and starting a new
+        one would start a second orchestrator on the same store)."""
         from ..runtime.client import call, connect_ray, find_cluster, get_orchestrator
 
         store = _open(data_dir, db_url)
@@ -239,11 +239,12 @@ def register(app: typer.Typer) -> None:
         cluster = find_cluster(address)
         handle = None
         if cluster is not None:
-            connect_ray(cluster)
             try:
+                connect_ray(cluster)
                 handle = get_orchestrator(_config(data_dir, db_url), create=False)
-            except OrchestratorError:
-                handle = None  # no orchestrator on that cluster: ask through the store
+            except OrchestratorError as exc:  # unreachable, or no orchestrator there: ask through the store
+                console.print(f"(not through {cluster}: {exc})", markup=False, highlight=False)
+                handle = None
         if handle is not None:
             call(handle.resume.remote(run_id))
             ok = call(handle.cancel.remote(run_id))

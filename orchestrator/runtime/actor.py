@@ -736,7 +736,7 @@ class Orchestrator:
                    error: str | None = None) -> None:
         if att.recorded:  # stopped by a cancel, which wrote its row
             return
-        duration = report.duration if report else None
+        duration = report.duration if report else max(0.0, now - att.started)  # (stopped or lost: about)
         # The node that actually ran it (as Ray reports), which the tests compare with the policy's choice.
         node = self.nodes.names[att.node] if att.node < len(self.nodes.names) else None
         if report is not None and report.node_id in self.node_ids:

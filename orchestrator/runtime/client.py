@@ -147,19 +147,11 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: 
 
 
 def find_cluster(address: str | None = None) -> str | None:
-    """The address of a running Ray cluster to talk to, without starting one: an explicit address (`--address`,
-    RAY_ADDRESS; not "local"), else a `ray start` cluster on this machine; None when there is none."""
+    """The address of the Ray cluster the user named (`--address`, RAY_ADDRESS; "auto" included), or None. Never
+    a guess: the Ray that `ray.init()` would find on this machine may be another command's local Ray, which this
+    process cannot join (token authentication) and must not start a second orchestrator beside."""
     address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
-    if address and address not in ("local", "auto"):
-        return address
-    if address == "local":
-        return None
-    try:
-        from ray._private.services import canonicalize_bootstrap_address
-
-        return canonicalize_bootstrap_address("auto") or None
-    except Exception:  # noqa: BLE001 - ConnectionError when no cluster runs here (a private helper: be lenient)
-        return None
+    return None if address in (None, "local") else address
 
 
 def remote_error_message(exc: BaseException) -> str:
