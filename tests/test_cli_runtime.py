@@ -311,3 +311,26 @@ def test_a_refused_workflow_is_recorded_as_rejected(tmp_path, cli_main):
     (rejection,) = Store.open(None, data_dir=data).rejections()
     assert rejection.type == "workflow.rejected" and rejection.run_id is None
     assert rejection.payload["source"] == str(bad) and "b -> a -> b" in rejection.payload["error"]
+
+
+def test_a_second_orchestrator_on_a_store_in_use_is_refused_at_once(ray_cluster, tmp_path):
+    """`orchestrator run` against a store that an orchestrator outside this cluster's named actor is using (here:
+    an unnamed one) fails at once, naming it, instead of starting a second orchestrator."""
+    from orchestrator.runtime.actor import OrchestratorActor
+    from orchestrator.runtime.config import RuntimeConfig
+
+    data = tmp_path / "state"
+    config = RuntimeConfig(data_dir=str(data), redis_url=None)
+    h = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
+    try:
+        info = ray.get(h.ping.remote())
+        wf = tmp_path / "wf.yaml"
+        wf.write_text(ECHO)
+        code, _, err, took = _cli("run", wf, "--data-dir", data, env={"RAY_ADDRESS": ray_cluster.address})
+        assert code == 2, err
+        line = _error_line(err)
+        assert f"Another orchestrator (pid {info['pid']} on " in line and "is running on the store" in line
+        assert took < 8  # at once: not after a new orchestrator waited for the lease to lapse (12 s)
+    finally:
+        ray.get(h.shutdown.remote())
+        ray.kill(h)

@@ -199,13 +199,26 @@ def resumed_at_start(handle) -> list[str] | None:
         return None
 
 
-def check_store(config: RuntimeConfig) -> None:
+_LIVE_LEASE_S = 3.0  # a lease renewed this recently belongs to an orchestrator that is alive (it renews every second)
+
+
+def check_store(config: RuntimeConfig, starting: bool = False) -> None:
     """Open the store from the driver first, so that a bad URL or an unreachable database is reported clearly
-    before any actor starts."""
+    before any actor starts. `starting`: an orchestrator is about to be started here; refuse at once if one that is
+    alive (elsewhere: another Ray cluster, another command's local Ray) owns the store."""
     from ..store import Store
 
     store = Store.open(config.db_url, data_dir=config.data_dir)
-    store.close()
+    try:
+        holder = store.lease_holder() if starting else None
+    finally:
+        store.close()
+    if holder is not None and time.time() - holder["heartbeat_at"] < _LIVE_LEASE_S:
+        raise OrchestratorError(
+            f"Another orchestrator (pid {holder['pid']} on {holder['host']}) is running on the store at "
+            f"{store.url}, outside this Ray cluster (for example in another command's local Ray). Talk to it "
+            "through its cluster (--address or RAY_ADDRESS; `orchestrator cancel` also works through the store), "
+            "or wait until it stops")
 
 
 def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
@@ -237,7 +250,7 @@ def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     config = config or RuntimeConfig()
-    check_store(config)
+    check_store(config, starting=True)
     # On the driver's node: an embedded SQLite file must be on the same machine as the actor that writes it.
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
     handle = OrchestratorActor.options(name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached",

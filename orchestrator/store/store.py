@@ -861,6 +861,12 @@ class Store:
                     "RAY_ADDRESS), or stop it first")
             time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
 
+    def lease_holder(self) -> dict[str, Any] | None:
+        """The orchestrator holding this store's lease (owner, host, pid, acquired_at, heartbeat_at), or None."""
+        with self._connection("read the orchestrator lease") as conn:
+            row = conn.execute(sa.select(L).where(L.c.name == _LEASE)).first()
+        return None if row is None else dict(row._mapping)
+
     def renew_lease(self, owner: str) -> bool:
         """Renew `owner`'s lease; False if another orchestrator has taken the store over meanwhile."""
         now = time.time()
