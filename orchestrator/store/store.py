@@ -152,6 +152,36 @@ _INSERT_DECISION_PG = (f"INSERT INTO decisions ({', '.join(_DECISION_COLUMNS)}) 
                        "VALUES (%s, %s, %s, %s, CAST(%s AS jsonb), CAST(%s AS jsonb), %s, %s, %s, %s)")
 
 
+def _unchecked_tasks(changes: Sequence[Change]) -> list[tuple[str, list[str]]]:
+    """(run id, sorted task ids) of the tasks whose changes give no `expected`, whose stored status must be read
+    (and locked, on PostgreSQL) first; runs sorted."""
+    wanted: dict[str, set[str]] = {}
+    for c in changes:
+        if isinstance(c, TaskChange) and c.expected is None:
+            wanted.setdefault(c.run_id, set()).add(c.task_id)
+    return [(run_id, sorted(wanted[run_id])) for run_id in sorted(wanted)]
+
+
+def _touched_runs(changes: Sequence[Change]) -> list[str]:
+    """Runs whose tasks the batch moves (their `updated_at` moves too)."""
+    return sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
+
+
+def _decision_rows(decisions: Sequence[DecisionRecord], now: float) -> list[tuple[Any, ...]]:
+    """Decision records as rows in `_DECISION_COLUMNS` order, JSON fields encoded."""
+    return [(d.run_id, d.task_id, d.policy, d.node,
+             None if d.input is None else json_dumps(d.input),
+             None if d.output is None else json_dumps(d.output),
+             d.confidence, d.latency_us, d.model_version,
+             now if d.created_at is None else d.created_at) for d in decisions]
+
+
+def _execution_rows(executions: Sequence[ExecutionRecord]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Execution records as (columns, rows) for a bulk insert."""
+    params = _execution_params(executions)
+    return tuple(params[0]), [tuple(p.values()) for p in params]
+
+
 def _task_update_arrays(rows: list[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     """Task update rows as the column arrays `_TASK_UPDATE_PG` takes (one array type per column)."""
     columns = [list(column) for column in zip(*rows)]
@@ -290,59 +320,59 @@ class Store:
             self.record_decisions(decisions)
             return
         now = time.time()
+        write = self._apply_pg if self.dialect == "postgresql" else self._apply_sqlite
         try:
             with self._transaction("apply state changes") as conn:
-                if self.dialect == "postgresql":
-                    self._apply_pg(conn, changes, executions, decisions, now)
-                    return
-                if executions:
-                    params = _execution_params(executions)
-                    self._bulk_insert(conn, "task_executions", tuple(params[0]), [tuple(p.values()) for p in params])
-                if decisions:
-                    self._bulk_insert(conn, "decisions", _DECISION_COLUMNS, [
-                        (d.run_id, d.task_id, d.policy, d.node,
-                         None if d.input is None else json_dumps(d.input),
-                         None if d.output is None else json_dumps(d.output),
-                         d.confidence, d.latency_us, d.model_version,
-                         now if d.created_at is None else d.created_at) for d in decisions])
-                # Lock order, the same in every batch so that concurrent batches cannot deadlock on
-                # PostgreSQL: workflow rows, then task rows (both sorted), then the outbox lock.
-                stored_workflows = self._lock_workflow_statuses(conn, changes)
-                stored_tasks = self._lock_task_statuses(conn, changes)
-                task_rows, workflow_params, events = _plan(changes, stored_tasks, stored_workflows, now)
-                if task_rows and self._update_tasks(conn, task_rows) != len(task_rows):
-                    raise _StaleBatch()
-                if workflow_params:
-                    if conn.execute(_WORKFLOW_UPDATE, workflow_params).rowcount != len(workflow_params):
-                        raise _StaleBatch()
-                touched = sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
-                if touched and self.dialect == "postgresql":
-                    conn.exec_driver_sql("UPDATE workflows SET updated_at = %s WHERE run_id = ANY(%s)",
-                                         (now, touched))
-                elif touched:
-                    conn.exec_driver_sql(f"UPDATE workflows SET updated_at = ? WHERE run_id IN "
-                                         f"({','.join('?' * len(touched))})", (now, *touched))
-                self._append_events(conn, events)
+                write(conn, changes, executions, decisions, now)
         except _StaleBatch:
             raise self._explain_stale_batch(changes) from None
+
+    def _apply_sqlite(self, conn: sa.Connection, changes: Sequence[Change], executions: Sequence[ExecutionRecord],
+                      decisions: Sequence[DecisionRecord], now: float) -> None:
+        """`apply` on SQLite, whose writers are serialised already (BEGIN IMMEDIATE): driver-level SQL on the
+        connection's own cursor, because this runs once per orchestrator iteration."""
+        if executions:
+            self._bulk_insert(conn, "task_executions", *_execution_rows(executions))
+        if decisions:
+            self._bulk_insert(conn, "decisions", _DECISION_COLUMNS, _decision_rows(decisions, now))
+        run_ids = sorted({c.run_id for c in changes})
+        stored_workflows = {run_id: status for run_id, status in conn.exec_driver_sql(
+            f"SELECT run_id, status FROM workflows WHERE run_id IN ({','.join('?' * len(run_ids))})",
+            tuple(run_ids))}
+        stored_tasks: dict[tuple[str, str], str] = {}
+        for run_id, ids in _unchecked_tasks(changes):
+            for chunk in _chunks(ids, _SQLITE_IN_CHUNK):
+                rows = conn.exec_driver_sql(
+                    f"SELECT task_id, status FROM tasks WHERE run_id = ? AND task_id IN ({','.join('?' * len(chunk))})",
+                    (run_id, *chunk))
+                stored_tasks.update(((run_id, task_id), status) for task_id, status in rows)
+        task_rows, workflow_params, events = _plan(changes, stored_tasks, stored_workflows, now)
+        if task_rows and _sqlite_executemany(conn, _TASK_UPDATE_SQL, task_rows) != len(task_rows):
+            raise _StaleBatch()
+        if workflow_params and conn.execute(_WORKFLOW_UPDATE, workflow_params).rowcount != len(workflow_params):
+            raise _StaleBatch()
+        touched = _touched_runs(changes)
+        if touched:
+            conn.exec_driver_sql(f"UPDATE workflows SET updated_at = ? WHERE run_id IN "
+                                 f"({','.join('?' * len(touched))})", (now, *touched))
+        self._append_events(conn, events)
 
     def _apply_pg(self, conn: sa.Connection, changes: Sequence[Change], executions: Sequence[ExecutionRecord],
                   decisions: Sequence[DecisionRecord], now: float) -> None:
         """`apply` on PostgreSQL in three round trips instead of one per statement: the row locks and stored
-        statuses in one pipeline, every write of the batch in a second, then the commit. Same statements, same
-        lock order, same guards as the general path (psycopg pipeline mode on the transaction's connection)."""
+        statuses in one pipeline, every write of the batch in a second, then the commit (psycopg pipeline mode
+        on the transaction's connection).
+
+        Lock order, the same in every batch so that concurrent batches cannot deadlock: workflow rows, then task
+        rows (both sorted), then the outbox lock."""
         pg = conn.connection.dbapi_connection
-        wanted: dict[str, set[str]] = {}
-        for c in changes:
-            if isinstance(c, TaskChange) and c.expected is None:
-                wanted.setdefault(c.run_id, set()).add(c.task_id)
         with pg.pipeline():
             workflow_cursor = pg.cursor()
             workflow_cursor.execute(_LOCK_WORKFLOWS_PG, (sorted({c.run_id for c in changes}),))
             task_cursors = []
-            for run_id in sorted(wanted):
+            for run_id, ids in _unchecked_tasks(changes):
                 cursor = pg.cursor()
-                cursor.execute(_LOCK_TASKS_PG, (run_id, sorted(wanted[run_id])))
+                cursor.execute(_LOCK_TASKS_PG, (run_id, ids))
                 task_cursors.append((run_id, cursor))
         stored_workflows = dict(workflow_cursor.fetchall())
         stored_tasks = {(run_id, task_id): status
@@ -352,19 +382,15 @@ class Store:
         with pg.pipeline():
             cursor = pg.cursor()
             if executions:
-                params = _execution_params(executions)
-                columns = tuple(params[0])
+                columns, rows = _execution_rows(executions)
                 cursor.executemany(f"INSERT INTO task_executions ({', '.join(columns)}) "
-                                   f"VALUES ({', '.join(['%s'] * len(columns))})", [tuple(p.values()) for p in params])
+                                   f"VALUES ({', '.join(['%s'] * len(columns))})", rows)
             if decisions:
-                cursor.executemany(_INSERT_DECISION_PG, [
-                    (d.run_id, d.task_id, d.policy, d.node,
-                     None if d.input is None else json_dumps(d.input),
-                     None if d.output is None else json_dumps(d.output),
-                     d.confidence, d.latency_us, d.model_version,
-                     now if d.created_at is None else d.created_at) for d in decisions])
+                cursor.executemany(_INSERT_DECISION_PG, _decision_rows(decisions, now))
             if task_rows:
-                cursor.execute(_NO_HASH_OR_MERGE_JOIN_PG)  # why: see `_update_tasks`
+                # A run's rows are often newer than the table statistics, which then make a hash join over a
+                # scan of the whole table look cheap. A batch is at most a few thousand primary-key lookups.
+                cursor.execute(_NO_HASH_OR_MERGE_JOIN_PG)
                 task_cursor = pg.cursor()
                 task_cursor.execute(_TASK_UPDATE_PG, _task_update_arrays(task_rows))
             if workflow_params:
@@ -372,7 +398,7 @@ class Store:
                 workflow_update.executemany(_WORKFLOW_UPDATE_PG, [
                     (p["v_status"], p["v_error"], p["v_started_at"], p["v_finished_at"], p["v_updated_at"],
                      p["k_run_id"], p["k_from"]) for p in workflow_params])
-            touched = sorted({c.run_id for c in changes if isinstance(c, TaskChange)})
+            touched = _touched_runs(changes)
             if touched:
                 cursor.execute("UPDATE workflows SET updated_at = %s WHERE run_id = ANY(%s)", (now, touched))
             if events:
@@ -382,51 +408,6 @@ class Store:
             raise _StaleBatch()
         if workflow_update is not None and workflow_update.rowcount != len(workflow_params):
             raise _StaleBatch()
-
-    def _update_tasks(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> int:
-        """Apply the planned task updates (one row per task); returns how many rows matched their guard."""
-        if self.dialect != "postgresql":
-            return _sqlite_executemany(conn, _TASK_UPDATE_SQL, rows)
-        # A run's rows are often newer than the table statistics, which then make a hash join over a scan of
-        # the whole table look cheap. A batch is at most a few thousand primary-key lookups: say so.
-        conn.exec_driver_sql(_NO_HASH_OR_MERGE_JOIN_PG)
-        return conn.exec_driver_sql(_TASK_UPDATE_PG, _task_update_arrays(rows)).rowcount
-
-    def _lock_task_statuses(self, conn: sa.Connection, changes: Sequence[Change]) -> dict[tuple[str, str], str]:
-        """Stored statuses of the tasks whose changes give no `expected` (row-locked on PostgreSQL)."""
-        wanted: dict[str, set[str]] = {}
-        for c in changes:
-            if isinstance(c, TaskChange) and c.expected is None:
-                wanted.setdefault(c.run_id, set()).add(c.task_id)
-        stored: dict[tuple[str, str], str] = {}
-        for run_id in sorted(wanted):
-            ids = sorted(wanted[run_id])
-            if self.dialect == "postgresql":
-                rows = conn.exec_driver_sql(
-                    "SELECT task_id, status FROM tasks WHERE run_id = %s AND task_id = ANY(%s) "
-                    "ORDER BY task_id FOR UPDATE", (run_id, ids))
-                stored.update(((run_id, task_id), status) for task_id, status in rows)
-                continue
-            for chunk in _chunks(ids, _SQLITE_IN_CHUNK):
-                rows = conn.exec_driver_sql(
-                    f"SELECT task_id, status FROM tasks WHERE run_id = ? AND task_id IN ({','.join('?' * len(chunk))})",
-                    (run_id, *chunk))
-                stored.update(((run_id, task_id), status) for task_id, status in rows)
-        return stored
-
-    def _lock_workflow_statuses(self, conn: sa.Connection, changes: Sequence[Change]) -> dict[str, str]:
-        """Stored statuses of every run the batch touches (row-locked on PostgreSQL: one batch per run at a
-        time); a run missing from the result does not exist."""
-        run_ids = sorted({c.run_id for c in changes})
-        # Driver-level SQL: this runs once per orchestrator iteration, where building a Core statement costs
-        # more than the query itself.
-        if self.dialect == "postgresql":
-            rows = conn.exec_driver_sql("SELECT run_id, status FROM workflows WHERE run_id = ANY(%s) "
-                                        "ORDER BY run_id FOR UPDATE", (run_ids,))
-        else:
-            rows = conn.exec_driver_sql(f"SELECT run_id, status FROM workflows WHERE run_id IN "
-                                        f"({','.join('?' * len(run_ids))}) ORDER BY run_id", tuple(run_ids))
-        return {run_id: status for run_id, status in rows}
 
     def _explain_stale_batch(self, changes: Sequence[Change]) -> Exception:
         """After a rolled-back batch whose guarded updates missed: name the first change that was wrong."""
