@@ -74,6 +74,13 @@ _ADMIT_TASKS = 256  # runs recorded and admitted per loop iteration, in tasks (a
 _FINAL_KEPT = 10_000  # final progress of this many ended runs is kept in memory
 
 
+def _name_of(workflow: Any) -> str | None:
+    """The name of a submitted workflow (a model or its dict), for messages about it."""
+    if isinstance(workflow, Workflow):
+        return workflow.name
+    return workflow.get("name") if isinstance(workflow, dict) else None
+
+
 def _progress_of(run: RunState) -> dict:
     return {"run_id": run.run_id, "name": run.name, "status": run.wf_status.value, "counts": run.counts(),
             "total": run.dag.n, "error": run.error}
@@ -244,18 +251,15 @@ class Orchestrator:
                 admissions.append(self._admission(wf, policy, None, time_scale))
             except Exception as exc:
                 self._record_rejection(wf, exc)
-                name = wf.name if isinstance(wf, Workflow) else (wf or {}).get("name") if isinstance(wf, dict) else None
-                raise OrchestratorError(f"Workflow {k + 1} of {len(workflows)} ({name or 'unnamed'}) was refused, "
-                                        f"so none was recorded: {exc}") from exc
+                raise OrchestratorError(f"Workflow {k + 1} of {len(workflows)} ({_name_of(wf) or 'unnamed'}) was "
+                                        f"refused, so none was recorded: {exc}") from exc
         return self._submit(admissions)
 
     def _record_rejection(self, workflow: Any, exc: BaseException) -> None:
-        name = workflow.name if isinstance(workflow, Workflow) else (
-            workflow.get("name") if isinstance(workflow, dict) else None)
         try:
-            self.store.record_rejection(f"{type(exc).__name__}: {exc}", name=name, source="submit")
+            self.store.record_rejection(f"{type(exc).__name__}: {exc}", name=_name_of(workflow), source="submit")
         except Exception:  # noqa: BLE001 - the caller still gets the error itself
-            log.exception("could not record the rejected workflow %s", name)
+            log.exception("could not record the rejected workflow %s", _name_of(workflow))
 
     def _admission(self, workflow: dict | Workflow, policy: str | None, run_id: str | None,
                    time_scale: float | None) -> _Admission:

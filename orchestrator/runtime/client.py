@@ -98,6 +98,11 @@ def _shutdown_quietly() -> None:
         pass
 
 
+def _given_address(address: str | None) -> str | None:
+    """The address the user gave (`--address`, else RAY_ADDRESS), stripped; None when neither."""
+    return (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
+
+
 def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> bool:
     """Connect to Ray; returns True when this call started a local Ray (which ends with the driver).
 
@@ -108,7 +113,7 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None, quiet: 
 
     if ray.is_initialized():
         return False
-    address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
+    address = _given_address(address)
     kwargs = {"namespace": NAMESPACE, "log_to_driver": not quiet, "configure_logging": not quiet}
     if address and address != "local":
         target = None
@@ -150,7 +155,7 @@ def find_cluster(address: str | None = None) -> str | None:
     """The address of the Ray cluster the user named (`--address`, RAY_ADDRESS; "auto" included), or None. Never
     a guess: the Ray that `ray.init()` would find on this machine may be another command's local Ray, which this
     process cannot join (token authentication) and must not start a second orchestrator beside."""
-    address = (address or os.environ.get("RAY_ADDRESS") or "").strip() or None
+    address = _given_address(address)
     return None if address in (None, "local") else address
 
 
@@ -210,15 +215,10 @@ def check_store(config: RuntimeConfig, starting: bool = False) -> None:
 
     store = Store.open(config.db_url, data_dir=config.data_dir)
     try:
-        holder = store.lease_holder() if starting else None
+        if starting:
+            store.refuse_if_leased(_LIVE_LEASE_S)
     finally:
         store.close()
-    if holder is not None and time.time() - holder["heartbeat_at"] < _LIVE_LEASE_S:
-        raise OrchestratorError(
-            f"Another orchestrator (pid {holder['pid']} on {holder['host']}) is running on the store at "
-            f"{store.url}, outside this Ray cluster (for example in another command's local Ray). Talk to it "
-            "through its cluster (--address or RAY_ADDRESS; `orchestrator cancel` also works through the store), "
-            "or wait until it stops")
 
 
 def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):

@@ -834,19 +834,25 @@ class Store:
             if holder is None:
                 return
             if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"Another orchestrator (pid {holder.pid} on {holder.host}, started "
-                    f"{time.strftime('%H:%M:%S', time.localtime(holder.acquired_at))}) owns the store at {self.url}; "
-                    f"it renewed its lease {now - holder.heartbeat_at:.1f} s ago. Two orchestrators on one store "
-                    "would run the same tasks twice: connect to the Ray cluster it runs on (--address or "
-                    "RAY_ADDRESS), or stop it first")
+                raise self._leased_by(holder, now)
             time.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
 
-    def lease_holder(self) -> dict[str, Any] | None:
-        """The orchestrator holding this store's lease (owner, host, pid, acquired_at, heartbeat_at), or None."""
+    def refuse_if_leased(self, within_s: float) -> None:
+        """Raise the same StoreError as `acquire_lease` if an orchestrator renewed this store's lease within
+        `within_s` seconds (it renews every second while alive), without waiting for the lease to lapse."""
         with self._connection("read the orchestrator lease") as conn:
-            row = conn.execute(sa.select(L).where(L.c.name == _LEASE)).first()
-        return None if row is None else dict(row._mapping)
+            holder = conn.execute(sa.select(L).where(L.c.name == _LEASE)).first()
+        now = time.time()
+        if holder is not None and now - holder.heartbeat_at < within_s:
+            raise self._leased_by(holder, now)
+
+    def _leased_by(self, holder: sa.Row, now: float) -> StoreError:
+        return StoreError(
+            f"Another orchestrator (pid {holder.pid} on {holder.host}, started "
+            f"{time.strftime('%H:%M:%S', time.localtime(holder.acquired_at))}) is running on the store at {self.url} "
+            f"and owns the store (it renewed its lease {now - holder.heartbeat_at:.1f} s ago): two orchestrators on "
+            "one store would run the same tasks twice. Talk to it through the Ray cluster it runs on (--address or "
+            "RAY_ADDRESS; `orchestrator cancel` also works through the store), or stop it first")
 
     def renew_lease(self, owner: str) -> bool:
         """Renew `owner`'s lease; False if another orchestrator has taken the store over meanwhile."""
