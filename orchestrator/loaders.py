@@ -440,4 +440,6 @@ def load_traces(directory: str | Path) -> list[Workflow]:
 
 def default_trace_dir() -> Path:
     """The real traces bundled with the project (provenance: data/traces/README.md)."""
-    return Path(__file__).resolve().parent.parent / "data" / "traces"
+    from . import resources
+
+    return resources.traces_dir()

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator.prediction.config import ROOT, load_config
+from orchestrator import resources
+from orchestrator.prediction.config import load_config
 from orchestrator.prediction.forecast_model import DemandLSTM
 from orchestrator.prediction.forecaster import Forecaster, train_forecaster, training_sets
 from orchestrator.prediction.series import load_series
@@ -26,7 +27,7 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 @dataclass
 class Args:
     config: Path | None = None
-    series: list[Path] = field(default_factory=lambda: sorted((ROOT / "data" / "series").glob("*.csv")))
+    series: list[Path] = field(default_factory=lambda: sorted(resources.series_dir().glob("*.csv")))
     samples: int | None = None
     epochs: int | None = None
     address: str | None = None

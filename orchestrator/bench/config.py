@@ -11,11 +11,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .. import resources
 from ..errors import OrchestratorError
 from ..loaders import default_trace_dir
 from ..scheduling import HEURISTICS
 
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent.parent / "configs" / "bench.yaml"
+DEFAULT_CONFIG_PATH = resources.location("configs") / "bench.yaml"
 
 
 class BenchConfigError(OrchestratorError):
@@ -136,18 +137,13 @@ def _validate(data: dict, source: str) -> BenchConfig:
 
 
 def load_config(path: str | Path | None = None, quick: bool = False) -> BenchConfig:
-    """Read a benchmark config file (default `configs/bench.yaml`; built-in defaults if that file is absent).
+    """Read a benchmark config file (default: the bundled `configs/bench.yaml`, which must exist).
 
     With `quick`, the file's `quick:` block is merged over the rest.
     """
-    explicit = path is not None
-    path = Path(path) if explicit else DEFAULT_CONFIG_PATH
+    path = Path(path) if path is not None else resources.config_file("bench.yaml")
     if not path.exists():
-        if explicit:
-            raise BenchConfigError(f"Benchmark config '{path}' does not exist")
-        if quick:
-            raise BenchConfigError(f"--quick needs the 'quick:' block of {path}, which does not exist")
-        return BenchConfig()
+        raise BenchConfigError(f"Benchmark config '{path}' does not exist")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:

@@ -142,7 +142,8 @@ def register(app: typer.Typer) -> None:
         and compare with naive and seasonal-naive: 1 - WAPE and MASE."""
         import torch
 
-        from ..prediction.config import ROOT, load_config
+        from .. import resources
+        from ..prediction.config import load_config
         from ..prediction.forecast_evaluation import evaluate_forecaster
         from ..prediction.series import load_series
 
@@ -150,7 +151,7 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         cfg = load_config(config, {"forecaster.epochs": epochs} if epochs else None)
         fc = cfg.forecaster
-        paths = list(series) if series else sorted((ROOT / "data" / "series").glob("*.csv"))
+        paths = list(series) if series else sorted(resources.series_dir().glob("*.csv"))
         data = {Path(p).stem: load_series(p, fc.step_minutes, fc.max_gap_steps) for p in paths}
         say = lambda m: console.print(f"[dim]{time.perf_counter() - start:6.1f}s[/] {m}")  # noqa: E731
         rows, _, info = evaluate_forecaster(data, fc, held_out_series, progress=say)

@@ -133,13 +133,14 @@ def register(app: typer.Typer) -> None:
     def demo(data_dir: Path = DATA_DIR, num_cpus: int = typer.Option(None, "--num-cpus")):
         """The main job of `make run`: run the example ETL workflow and replay a real Montage trace on a local
         Ray, with durable state in SQLite, then show what was recorded."""
+        from .. import resources
         from ..loaders import default_trace_dir, load_workflow
 
-        root = Path(__file__).resolve().parents[2]
-        # The example's task functions live in the repository's `examples` package: make it importable.
+        root = resources.examples_dir().parent
+        # The example's task functions live in the `examples` package (checkout or installed): make it importable.
         os.environ["PYTHONPATH"] = os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(
             os.pathsep) if p])
-        etl = load_workflow(root / "examples" / "etl.yaml")
+        etl = load_workflow(resources.file("examples", "etl.yaml"))
         trace = load_workflow(default_trace_dir() / "wfcommons/montage/montage-chameleon-2mass-01d-001.json.gz")
         config = _config(data_dir, None)
         console.print("[bold]1.[/] the example ETL workflow (Python and shell tasks, results passed between them)")

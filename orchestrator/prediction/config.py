@@ -1,5 +1,5 @@
 """Configuration of the prediction package (task predictor, demand forecaster, planners), loaded from
-`configs/prediction.yaml` into pydantic models; every field has a default so a missing file still works."""
+`configs/prediction.yaml` into pydantic models (every field has a default; the bundled file itself must exist)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import resources
 from ..errors import PredictionError
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG = ROOT / "configs" / "prediction.yaml"
-DEFAULT_NODE_TYPES = ROOT / "configs" / "node_types.yaml"
+DEFAULT_CONFIG = resources.location("configs") / "prediction.yaml"
+DEFAULT_NODE_TYPES = resources.location("configs") / "node_types.yaml"
 
 
 class _Section(BaseModel):
@@ -125,12 +126,12 @@ class PredictionConfig(_Section):
 
     def models_path(self, kind: str) -> Path:
         path = Path(self.models_dir)
-        return (path if path.is_absolute() else ROOT / path) / kind
+        return (path if path.is_absolute() else resources.root() / path) / kind
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> PredictionConfig:
     """Read `configs/prediction.yaml` (or `path`), then apply dotted overrides such as {"task_model.epochs": 2}."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = Path(path) if path else resources.config_file("prediction.yaml")
     data: dict[str, Any] = {}
     if path.exists():
         try:
