@@ -89,7 +89,15 @@ def test_system_failures_do_not_use_up_retries():
     run = st.admit("r1", _diamond(), 0.0)
     made = st.schedule(0.0)
     assert st.failed(run, 0, made[0][1].node, "node died", 0.0, system=True) == "retrying"
-    assert run.attempts[0] == 0 and run.next_attempt_at[0] == 0.0
+    assert run.next_attempt_at[0] == 0.0
+    assert (run.attempts[0], run.failures[0], run.system_failures[0]) == (1, 0, 1)
+    # The retry is a new attempt with its own number (a number names one attempt), and the task keeps all
+    # of its own retries: a task with retries=0 still gets its retry after a lost worker.
+    st.promote_due_retries(0.0)
+    st.take_changes()
+    st.schedule(0.0)
+    started = [c for c in st.take_changes() if c.task_id == "a" and c.status == S.RUNNING]
+    assert [c.attempt for c in started] == [2]
 
 
 def test_cancel_moves_everything_and_late_results_are_ignored():

@@ -30,6 +30,8 @@ class TaskPredictions:
         self._thread = threading.Thread(target=self._work, name="orchestrator-predictions", daemon=True)
         self._thread.start()
         self.errors = 0
+        # Called with (run, {task index: predicted seconds}) under the lock: `RuntimeState.update_predictions`.
+        self.on_predicted = None
 
     # Called by the actor under its lock: cheap, only enqueues.
     def admitted(self, run) -> None:
@@ -94,13 +96,9 @@ class TaskPredictions:
             medians[i] = max(float(p.runtime.median), 0.0)
         if pairs:
             record_predictions(self.store, run.run_id, pairs, self.version)
-        if medians:
-            with self.lock:  # the policy sees the predicted durations from now on
-                for i, m in medians.items():
-                    run.predicted[i] = m
-                from ..dag import analyse
-
-                run.analysis = analyse(run.dag, run.predicted)
+        if medians and self.on_predicted is not None:
+            with self.lock:  # the policy sees the predicted durations from now on, its queue re-keyed
+                self.on_predicted(run, medians)
 
     def _observe(self, run, i: int, duration: float, cpu: float | None, peak_memory: int | None) -> None:
         from ..prediction import Execution

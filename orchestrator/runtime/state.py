@@ -5,15 +5,18 @@ transition table and recorded as a store `Change`, which the actor writes before
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from operator import attrgetter
 
 import numpy as np
 
 from ..dag import DagAnalysis, analyse, dag_arrays
+from ..errors import PolicyError
 from ..model import TaskSpec, Workflow
 from ..scheduling import get_policy
 from ..scheduling.interface import (
@@ -30,7 +33,10 @@ from ..scheduling.interface import (
 )
 from ..scheduling.queue import ReadyQueue
 from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_transition
-from ..store.records import TaskChange, WorkflowChange
+from ..store.records import RunNote, TaskChange, WorkflowChange
+
+log = logging.getLogger("orchestrator.runtime")
+_seq_of = attrgetter("seq")
 
 _CODE = {
     TaskStatus.PENDING: TASK_PENDING,
@@ -81,8 +87,9 @@ class RunState:
         self.remaining_work = float((self.predicted * dag.cpus).sum())
         self.remaining_tasks = dag.n  # not yet terminal
         self.pending = dag.in_degree.tolist()
-        self.attempts = [0] * dag.n
-        self.system_failures = [0] * dag.n
+        self.attempts = [0] * dag.n  # attempts started (every attempt has its own number)
+        self.failures = [0] * dag.n  # attempts that failed by the task's own fault (they use up `retries`)
+        self.system_failures = [0] * dag.n  # attempts lost with their worker or node (not the task's fault)
         self.next_attempt_at: dict[int, float] = {}
         self.ready_tasks: dict[int, ReadyTask] = {}
         self.errors: dict[int, str] = {}
@@ -191,7 +198,7 @@ class RuntimeState:
         self.by_run: dict[str, RunState] = {}
         self.policies: dict[str, SchedulingPolicy] = {}
         self.views: dict[str, _PolicyView] = {}
-        self.changes: list[TaskChange | WorkflowChange] = []
+        self.changes: list[TaskChange | WorkflowChange | RunNote] = []
         self.finished_runs: list[RunState] = []
         # Node indices that offer a task's custom resources (set by the engine); None: no constraint.
         self.node_filter = None
@@ -199,7 +206,7 @@ class RuntimeState:
         self._ready_seq = 0
 
     # ---- recording -------------------------------------------------------------------------------------
-    def take_changes(self) -> list[TaskChange | WorkflowChange]:
+    def take_changes(self) -> list[TaskChange | WorkflowChange | RunNote]:
         out, self.changes = self.changes, []
         return out
 
@@ -232,18 +239,29 @@ class RuntimeState:
     # ---- admission and resume ----------------------------------------------------------------------------
     def admit(self, run_id: str, wf: Workflow, now: float, policy: str | None = None,
               stored: dict[str, tuple[TaskStatus, int, str | None, float | None]] | None = None,
-              stored_status: WorkflowStatus | None = None, live: set[int] | None = None) -> RunState:
+              stored_status: WorkflowStatus | None = None, live: set[int] | None = None,
+              failures: dict[str, tuple[int, int]] | None = None) -> RunState:
         """Start tracking a run. `stored` (task id -> (status, attempt, result_ref, next_attempt_at)) restores
         a run after a restart: finished tasks stay finished, tasks that were running are put back as ready unless
-        they are in `live` (attempts still running, when the actor re-reads the store after a failed write)."""
+        they are in `live` (attempts still running, when the actor re-reads the store after a failed write).
+        `failures` (task id -> (own failures, system failures), from the execution rows) restores how many
+        retries each task has used."""
         self.now = now
         name = policy or wf.policy or self.default_policy
-        view = self._policy_view(name)
         run = RunState(self._next_index, run_id, wf, now, name, self.default_duration)
         self._next_index += 1
+        try:
+            self._policy_view(name).queue.policy.on_job_arrival(run)
+        except Exception as exc:  # noqa: BLE001 - the policy cannot load or take the run: fall back, say why
+            fallback = self.fallback_for(name)
+            log.error("scheduling policy '%s' cannot take run %s (%s: %s); it runs under '%s'", name, run_id,
+                      type(exc).__name__, exc, fallback)
+            run.policy_name = fallback
+            self._policy_view(fallback).queue.policy.on_job_arrival(run)
+            self.changes.append(RunNote(run_id, "workflow.policy_fallback", {
+                "policy": name, "fallback": fallback, "reason": f"{type(exc).__name__}: {exc}"[:2000]}, at=now))
         self.jobs[run.id] = run
         self.by_run[run_id] = run
-        view.queue.policy.on_job_arrival(run)
         if stored is None:
             self._move_run(run, WorkflowStatus.RUNNING)
             for i in range(run.dag.n):
@@ -260,6 +278,8 @@ class RuntimeState:
             run.detail[i] = status
             run.status[i] = _CODE[status]
             run.attempts[i] = attempt
+            if failures and tid in failures:
+                run.failures[i], run.system_failures[i] = failures[tid]
             run.result_refs[i] = result_ref
             if status.terminal:
                 run.remaining_tasks -= 1
@@ -323,29 +343,30 @@ class RuntimeState:
     def schedule(self, now: float) -> list[tuple[RunState, Decision]]:
         """Ask every policy in use for decisions (round-robin over policies), reserve their resources and record
         the moves to running; then, with dispatch ahead, the same for the ahead allowance. The caller persists the
-        changes, then dispatches."""
+        changes, then dispatches. A policy that raises or returns an invalid decision decides nothing: its runs
+        go on under the fallback policy (`fallback_for`), and each run records why (`workflow.policy_fallback`)."""
         self.now = now
         out: list[tuple[RunState, Decision]] = []
-        for name, view in self.views.items():
+        for name, view in list(self.views.items()):
             if len(view.queue):
                 self._decide(name, view, self.nodes, out, ahead=False)
         if self.ahead_fraction > 0 and any(len(v.queue) for v in self.views.values()):
             nodes = self._ahead_nodes()
             if nodes.free_cpus and max(nodes.free_cpus) > EPS:
-                for name, view in self.views.items():
+                for name, view in list(self.views.items()):
                     if len(view.queue):
                         self._decide(name, _AheadView(self, view.queue, nodes, self.ahead_max_s), nodes, out,
                                      ahead=True)
         return out
 
     def _decide(self, name: str, view: _PolicyView, nodes: NodeView, out: list, ahead: bool) -> None:
-        for t, node in self.policies[name].schedule(view):
-            decision = Decision(t, node)
-            run = self.jobs.get(t.job)
-            if run is None or run.detail[t.task] != TaskStatus.READY or run.ready_tasks.get(t.task) is not t:
-                raise ValueError(f"policy '{name}' chose a task that is not ready: {t!r}")
-            if not nodes.fits(node, t.cpus, t.memory, t.gpus) or (t.allowed is not None and node not in t.allowed):
-                raise ValueError(f"policy '{name}' placed {t!r} on node {node}, which lacks room")
+        try:
+            decisions = self._checked(name, self.policies[name].schedule(view), nodes)
+        except Exception as exc:  # noqa: BLE001 - a policy's fault must not stall the runs: fall back
+            self._policy_failed(name, exc)
+            return
+        for t, node in decisions:
+            run = self.jobs[t.job]
             nodes.reserve(node, t.cpus, t.memory, t.gpus)
             if ahead:
                 used = self.ahead_used.setdefault(node, [0.0, 0.0, 0.0])
@@ -357,7 +378,87 @@ class RuntimeState:
             self._dequeue(run, t.task)
             run.attempts[t.task] += 1
             self._move(run, t.task, TaskStatus.RUNNING, attempt=run.attempts[t.task], node=self.nodes.names[node])
-            out.append((run, decision))
+            out.append((run, Decision(t, node)))
+
+    def _checked(self, name: str, decisions, nodes: NodeView) -> list[tuple[ReadyTask, int]]:
+        """The policy's decisions, all checked before any is carried out: each names a ready task of this policy's
+        queue once, and the tasks fit together on the nodes chosen. PolicyError naming the first bad one."""
+        checked: list[tuple[ReadyTask, int]] = []
+        free_c, free_m, free_g = list(nodes.free_cpus), list(nodes.free_memory), list(nodes.free_gpus)
+        seen: set[tuple[int, int]] = set()
+        for decision in decisions:
+            try:
+                t, node = decision
+            except (TypeError, ValueError):
+                raise PolicyError(f"policy '{name}' returned {decision!r}, not a (task, node) decision") from None
+            run = self.jobs.get(getattr(t, "job", None))
+            if (run is None or run.policy_name != name or run.detail[t.task] != TaskStatus.READY
+                    or run.ready_tasks.get(t.task) is not t or (t.job, t.task) in seen):
+                raise PolicyError(f"policy '{name}' chose a task that is not ready in its queue: {t!r}")
+            if not isinstance(node, int) or not 0 <= node < len(free_c):
+                raise PolicyError(f"policy '{name}' chose node {node!r}, which does not exist")
+            if (free_c[node] < t.cpus - EPS or free_m[node] < t.memory - EPS or free_g[node] < t.gpus - EPS
+                    or (t.allowed is not None and node not in t.allowed)):
+                raise PolicyError(f"policy '{name}' placed {t!r} on node {self.nodes.names[node]}, which lacks room "
+                                  "or the task's custom resources")
+            free_c[node] -= t.cpus
+            free_m[node] -= t.memory
+            free_g[node] -= t.gpus
+            seen.add((t.job, t.task))
+            checked.append((t, node))
+        return checked
+
+    def fallback_for(self, name: str) -> str:
+        """The policy that takes over the runs of a policy that failed: the default one, or FIFO."""
+        return self.default_policy if name != self.default_policy else "fifo"
+
+    def _policy_failed(self, name: str, exc: BaseException) -> None:
+        fallback = self.fallback_for(name)
+        if fallback == name:
+            raise PolicyError(f"the fallback policy '{name}' itself failed: {exc}") from exc
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("scheduling policy '%s' failed (%s); its runs go on under '%s'", name, error, fallback)
+        self.views.pop(name, None)
+        self.policies.pop(name, None)
+        for run in list(self.jobs.values()):
+            if run.policy_name == name:
+                self._switch_policy(run, fallback, f"policy '{name}' failed: {error}")
+
+    def _switch_policy(self, run: RunState, name: str, reason: str) -> None:
+        """Move a run (and its ready tasks, in their ready order) to another policy's queue, and record why."""
+        old = run.policy_name
+        tasks = sorted(run.ready_tasks.values(), key=_seq_of)
+        old_view = self.views.get(old)
+        if old_view is not None:
+            for t in tasks:
+                old_view.queue.remove(t)
+        view = self._policy_view(name)
+        run.policy_name = name
+        view.queue.policy.on_job_arrival(run)
+        for t in tasks:
+            view.queue.push(t, run)
+        self.changes.append(RunNote(run.run_id, "workflow.policy_fallback",
+                                    {"policy": old, "fallback": name, "reason": reason[:2000]}, at=self.now))
+
+    def update_predictions(self, run: RunState, values: dict[int, float]) -> None:
+        """New predicted durations for some tasks of a run (a predictor answered after admission). The run's
+        remaining work, its DAG analysis and the queue keys of its ready tasks all follow, so that the policy
+        orders by one consistent set of predictions."""
+        if not values or run.id not in self.jobs:
+            return
+        for i, v in values.items():
+            run.predicted[i] = v
+        done = np.frombuffer(run.status, np.int8) == TASK_DONE
+        run.remaining_work = float((run.predicted * run.dag.cpus)[~done].sum())
+        run.__dict__.pop("analysis", None)
+        view = self.views.get(run.policy_name)
+        if view is None:
+            return
+        for t in sorted(run.ready_tasks.values(), key=_seq_of):
+            view.queue.remove(t)
+            t.predicted = float(run.predicted[t.task])
+            view.queue.push(t, run)
+        view.queue.update_job(run)
 
     def _ahead_nodes(self) -> NodeView:
         """Each node's remaining ahead allowance, as free resources (none on a node that left)."""
@@ -441,13 +542,13 @@ class RuntimeState:
             return "ignored"
         spec = run.specs[i]
         if system:
-            run.system_failures[i] += 1
-            run.attempts[i] -= 1  # a lost worker is not the task's attempt
+            run.system_failures[i] += 1  # a lost worker is not the task's fault: it does not use up `retries`
             can_retry = run.system_failures[i] <= self.retry.system_retries
         else:
-            can_retry = retryable and run.attempts[i] <= spec.retries
+            run.failures[i] += 1
+            can_retry = retryable and run.failures[i] <= spec.retries
         if can_retry and not run.cancel_requested:
-            delay = 0.0 if system else self.retry.delay(run.attempts[i], self.rng, spec.retry_delay)
+            delay = 0.0 if system else self.retry.delay(run.failures[i], self.rng, spec.retry_delay)
             next_at = now + delay
             self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=next_at)
             run.next_attempt_at[i] = next_at
@@ -511,6 +612,24 @@ class RuntimeState:
         self.jobs.pop(run.id, None)
         if len(self.finished_runs) < 1000:
             self.finished_runs.append(run)
+
+    def drop(self, run: RunState) -> None:
+        """Stop tracking a run (its ready tasks leave the queue; the caller has released its resources)."""
+        for i in list(run.ready_tasks):
+            self._dequeue(run, i)
+        run.next_attempt_at.clear()
+        self.jobs.pop(run.id, None)
+        if self.by_run.get(run.run_id) is run:
+            del self.by_run[run.run_id]
+
+    def replace_in_ahead(self, old: RunState | None, new: RunState) -> None:
+        """After a run was re-read: its tasks queued ahead at their nodes belong to the new run object."""
+        if old is None:
+            return
+        for q in self.ahead_queue.values():
+            for k, (r, i) in enumerate(q):
+                if r is old:
+                    q[k] = (new, i)
 
     def forget(self, run_id: str) -> None:
         run = self.by_run.pop(run_id, None)

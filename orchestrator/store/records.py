@@ -53,7 +53,18 @@ class WorkflowChange:
             object.__setattr__(self, "status", WorkflowStatus(self.status))
 
 
-Change = TaskChange | WorkflowChange
+@dataclass(frozen=True, slots=True)
+class RunNote:
+    """Something that happened to a run without moving its status (e.g. `workflow.policy_fallback`): an outbox
+    event of type `type` whose payload is `detail` plus the run id and `at`, written with the batch."""
+
+    run_id: str
+    type: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: float | None = None
+
+
+Change = TaskChange | WorkflowChange | RunNote
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,6 +266,9 @@ class OrchestratorLeaseRow(Base):
     pid: Mapped[int | None] = mapped_column(sa.Integer)
     acquired_at: Mapped[float] = mapped_column(Time)
     heartbeat_at: Mapped[float] = mapped_column(Time)
+    # The owner's last committed write batch (`Store.apply(..., batch=...)`): tells whether a batch whose commit
+    # was cut off was applied.
+    written_seq: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class ApiKeyRow(Base):

@@ -24,7 +24,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine
 
-from ..errors import InvalidTransitionError, StoreError
+from ..errors import (
+    InvalidTransitionError,
+    LeaseLostError,
+    StoreConflictError,
+    StoreError,
+    StoreNotFoundError,
+    StoreUnavailableError,
+)
 from ..model import Workflow
 from ..states import TERMINAL_TASK_STATUSES, TaskStatus, WorkflowStatus, task_transition, workflow_transition
 from . import results as result_codec
@@ -47,6 +54,7 @@ from .records import (
     OptimizationRecord,
     PredictionActual,
     PredictionRecord,
+    RunNote,
     SystemSample,
     TaskChange,
     TaskRecord,
@@ -307,25 +315,52 @@ class Store:
         return run_ids
 
     def apply(self, changes: Sequence[Change], executions: Sequence[ExecutionRecord] = (),
-              decisions: Sequence[DecisionRecord] = ()) -> None:
+              decisions: Sequence[DecisionRecord] = (), batch: tuple[str, int] | None = None) -> None:
         """Apply a batch of task and workflow status changes in one transaction, one outbox event each.
 
         Each move is checked against the transition table, from the status given as `expected` or else the
         stored one (or the one an earlier change in the same batch set). If any move is illegal or names an
         unknown task or run, nothing of the batch is applied: InvalidTransitionError or StoreError.
         `executions` and `decisions` (history rows) are written in the same transaction.
+
+        `batch` = (lease owner, sequence number): the write is fenced by the lease (LeaseLostError, nothing
+        applied, if another orchestrator holds it) and records the number, which `batch_written` reads back after
+        a commit that was cut off.
         """
-        if not changes:
-            self.record_executions(executions)
-            self.record_decisions(decisions)
-            return
         now = time.time()
+        if not changes:
+            if executions or decisions or batch is not None:
+                with self._transaction("record attempts and decisions") as conn:
+                    if batch is not None:
+                        self._mark_batch(conn, batch)
+                    if executions:
+                        self._bulk_insert(conn, "task_executions", *_execution_rows(executions))
+                    if decisions:
+                        self._bulk_insert(conn, "decisions", _DECISION_COLUMNS, _decision_rows(decisions, now))
+            return
         write = self._apply_pg if self.dialect == "postgresql" else self._apply_sqlite
         try:
             with self._transaction("apply state changes") as conn:
+                if batch is not None:
+                    self._mark_batch(conn, batch)
                 write(conn, changes, executions, decisions, now)
         except _StaleBatch:
             raise self._explain_stale_batch(changes) from None
+
+    def _mark_batch(self, conn: sa.Connection, batch: tuple[str, int]) -> None:
+        owner, seq = batch
+        updated = conn.execute(sa.update(L).where(L.c.name == _LEASE, L.c.owner == owner)
+                               .values(written_seq=seq)).rowcount
+        if updated != 1:
+            raise LeaseLostError(f"The orchestrator '{owner}' no longer holds the lease of the store at {self.url}: "
+                                 "another orchestrator took it over; nothing of this write was applied")
+
+    def batch_written(self, owner: str, seq: int) -> bool:
+        """Whether `owner`'s write batch number `seq` (or a later one) was committed (see `apply`)."""
+        with self._connection("read the last written batch") as conn:
+            written = conn.execute(sa.select(L.c.written_seq).where(L.c.name == _LEASE, L.c.owner == owner)
+                                   ).scalar()
+        return written is not None and written >= seq
 
     def _apply_sqlite(self, conn: sa.Connection, changes: Sequence[Change], executions: Sequence[ExecutionRecord],
                       decisions: Sequence[DecisionRecord], now: float) -> None:
@@ -430,7 +465,7 @@ class Store:
                         f"'{c.expected.value}' (change {i + 1} of {len(changes)}); nothing in the batch was "
                         "applied. Re-read the task or leave `expected` unset to check against the stored status"
                     )
-        return StoreError(f"A batch of {len(changes)} state changes conflicted with a concurrent writer on "
+        return StoreConflictError(f"A batch of {len(changes)} state changes conflicted with a concurrent writer on "
                           f"{self.url} and was rolled back; apply it again")
 
     def _append_events(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -818,7 +853,8 @@ class Store:
             try:
                 with self._transaction("take the orchestrator lease") as conn:
                     row = conn.execute(sa.select(L).where(L.c.name == _LEASE).with_for_update()).first()
-                    values = {"owner": owner, "host": host, "pid": pid, "acquired_at": now, "heartbeat_at": now}
+                    values = {"owner": owner, "host": host, "pid": pid, "acquired_at": now, "heartbeat_at": now,
+                              "written_seq": None}
                     if row is None:
                         conn.execute(sa.insert(L).values(name=_LEASE, **values))
                     elif row.owner == owner or row.heartbeat_at < now - ttl:
@@ -916,17 +952,18 @@ class Store:
         except (sa.exc.IntegrityError, dbapi.IntegrityError) as exc:
             if on_conflict is not None:
                 raise on_conflict() from exc
-            raise StoreError(f"The store at '{self.url}' refused to {action}: {_cause(exc)}") from exc
+            raise StoreConflictError(f"The store at '{self.url}' refused to {action}: {_cause(exc)}") from exc
         except (sa.exc.DBAPIError, dbapi.Error) as exc:
-            raise StoreError(f"Cannot {action} in the store at '{self.url}': {_cause(exc)}") from exc
+            raise _database_error(exc, f"Cannot {action} in the store at '{self.url}'") from exc
 
     @contextmanager
     def _connection(self, action: str) -> Iterator[sa.Connection]:
+        dbapi = self.engine.dialect.loaded_dbapi
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except sa.exc.DBAPIError as exc:
-            raise StoreError(f"Cannot {action} in the store at '{self.url}': {_cause(exc)}") from exc
+        except (sa.exc.DBAPIError, dbapi.Error) as exc:
+            raise _database_error(exc, f"Cannot {action} in the store at '{self.url}'") from exc
 
     @staticmethod
     def _require_run(conn: sa.Connection, run_id: str) -> None:
@@ -966,7 +1003,11 @@ def _plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], s
     for i, c in enumerate(changes):
         at = now if c.at is None else c.at
         if c.run_id not in stored_workflows:
-            raise StoreError(f"No workflow run '{c.run_id}' (change {i + 1} of {n}); nothing in the batch was applied")
+            raise StoreNotFoundError(f"No workflow run '{c.run_id}' (change {i + 1} of {n}); nothing in the batch "
+                                     "was applied")
+        if isinstance(c, RunNote):
+            events.append((c.run_id, None, c.type, json_dumps({**c.detail, "run_id": c.run_id, "at": at}), now))
+            continue
         if isinstance(c, TaskChange):
             key = (c.run_id, c.task_id)
             current = task_status.get(key)
@@ -1101,20 +1142,34 @@ def _workflow_record(row: sa.Row) -> WorkflowRecord:
 
 
 def _unknown_run(run_id: str) -> StoreError:
-    return StoreError(f"no workflow run '{run_id}'; `orchestrator list` (Store.list_workflows()) lists the known "
+    return StoreNotFoundError(f"no workflow run '{run_id}'; `orchestrator list` (Store.list_workflows()) lists the known "
                       "runs")
 
 
 def _unknown_task(run_id: str, task_id: str, index: int | None = None, n: int | None = None) -> StoreError:
     where = f" (change {index + 1} of {n}); nothing in the batch was applied" if index is not None else ""
-    return StoreError(f"No task '{task_id}' in workflow run '{run_id}'{where}")
+    return StoreNotFoundError(f"No task '{task_id}' in workflow run '{run_id}'{where}")
 
 
 def _duplicate_run(*run_ids: str) -> StoreError:
     if len(run_ids) > 1:
-        return StoreError(f"One of the workflow runs {', '.join(repr(r) for r in run_ids)} already exists; pass "
+        return StoreConflictError(f"One of the workflow runs {', '.join(repr(r) for r in run_ids)} already exists; pass "
                           "other run ids, or none for fresh ones")
-    return StoreError(f"Workflow run '{run_ids[0]}' already exists; pass another run_id, or none for a fresh one")
+    return StoreConflictError(f"Workflow run '{run_ids[0]}' already exists; pass another run_id, or none for a fresh one")
+
+
+def _database_error(exc: BaseException, what: str) -> StoreError:
+    """A database error as the store's error: StoreUnavailableError when the database could not be reached or
+    dropped the connection (refused, terminated, locked, timed out: worth retrying), else StoreError."""
+    orig = getattr(exc, "orig", None) or exc
+    transient = (isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError,
+                                  sa.exc.TimeoutError))
+                 or getattr(exc, "connection_invalidated", False)
+                 or type(orig).__name__ in ("OperationalError", "InterfaceError", "AdminShutdown",
+                                            "ConnectionTimeout", "CannotConnectNow")
+                 or any(c.__name__ in ("OperationalError", "InterfaceError") for c in type(orig).__mro__))
+    kind = StoreUnavailableError if transient else StoreError
+    return kind(f"{what}: {_cause(exc)}")
 
 
 def _cause(exc: BaseException) -> str:
