@@ -1,14 +1,20 @@
 """Load workflows from YAML, JSON (this project's format) and WfCommons JSON (schema 1.4, 1.5, 1.6; gzipped or not).
 
 Every loader returns a fully validated `Workflow` or raises `LoaderError` / a `WorkflowError` naming the problem.
+A hostile file is refused before it can exhaust memory or the stack: one larger than `$ORCHESTRATOR_MAX_FILE_MB`
+(after decompression), nested deeper than `MAX_DEPTH`, a number longer than `MAX_DIGITS` digits, or YAML aliases
+that expand it far past its own size.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import math
+import os
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +34,19 @@ _UNITS = {
 }
 _SIZE = re.compile(r"\s*(-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*")
 WFCOMMONS_VERSIONS = ("1.4", "1.5", "1.6")
+MAX_FILE_MB_ENV = "ORCHESTRATOR_MAX_FILE_MB"
+DEFAULT_MAX_FILE_MB = 256.0  # the largest bundled trace is 4 MiB uncompressed; 100,000 tasks fit in far less
+MAX_DEPTH = 100  # levels of nesting in a file (the top mapping is level 1; a task's args are level 4)
+MAX_DIGITS = 1000  # Python refuses to read integers of more than 4300 digits
 
 
 def parse_bytes(value: Any, what: str = "memory") -> int:
     """Parse 512, '512MiB', '2GB', '1.5Gi', '1PiB' into bytes; raise LoaderError naming the bad value."""
     if isinstance(value, bool):
         raise LoaderError(f"{what}={value!r} is not a size")
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
         if not math.isfinite(value):
             raise LoaderError(f"{what}={value!r} is not a finite size")
         return int(value)
@@ -53,8 +65,43 @@ class _DuplicateKey(Exception):
         self.key, self.line, self.first_line = key, line, first_line
 
 
+class _Hostile(Exception):
+    """A file that would exhaust the parser or what follows it: the message says how, and where when known."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(f"line {line}: {message}" if line else message)
+
+
+def _too_deep() -> str:
+    return f"too deeply nested (more than {MAX_DEPTH} levels)"
+
+
+def _too_long() -> str:
+    return f"a number with more than {MAX_DIGITS} digits"
+
+
 class _StrictYamlLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML silently keeps the last), nesting
+    deeper than MAX_DEPTH (checked while composing, before the recursion gets deep) and integers longer than
+    MAX_DIGITS."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_DEPTH:
+            raise _Hostile(_too_deep(), self.peek_event().start_mark.line + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node):
+        if len(node.value.replace("_", "").lstrip("+-")) > MAX_DIGITS:
+            raise _Hostile(_too_long(), node.start_mark.line + 1)
+        return super().construct_yaml_int(node)
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -74,6 +121,9 @@ class _StrictYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_StrictYamlLoader.add_constructor("tag:yaml.org,2002:int", _StrictYamlLoader.construct_yaml_int)
+
+
 def _with_source(exc: OrchestratorError, source: str) -> OrchestratorError:
     """The same error (type and attributes such as CycleError.cycle kept) with its message prefixed by the file."""
     message = str(exc)
@@ -82,15 +132,37 @@ def _with_source(exc: OrchestratorError, source: str) -> OrchestratorError:
     return exc
 
 
+def max_file_bytes() -> int:
+    """The largest workflow file accepted, in bytes after decompression: `$ORCHESTRATOR_MAX_FILE_MB` MiB, else
+    DEFAULT_MAX_FILE_MB."""
+    env = os.environ.get(MAX_FILE_MB_ENV, "").strip()
+    try:
+        mb = float(env) if env else DEFAULT_MAX_FILE_MB
+    except ValueError:
+        mb = math.nan
+    if not (math.isfinite(mb) and mb > 0):
+        raise LoaderError(f"{MAX_FILE_MB_ENV}={env!r} is not a number of MiB above 0")
+    return int(mb * MiB)
+
+
 def _read_text(path: Path) -> str:
     if not path.exists():
         raise LoaderError(f"Workflow file '{path}' does not exist")
+    limit = max_file_bytes()
+    too_large = LoaderError(f"Cannot load '{path}': file is larger than the limit of {limit / MiB:g} MiB "
+                            f"({MAX_FILE_MB_ENV})")
     try:
-        raw = path.read_bytes()
+        if path.stat().st_size > limit:
+            raise too_large
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
         if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+            with gzip.GzipFile(fileobj=io.BytesIO(raw)) as g:
+                raw = g.read(limit + 1)  # never more than the limit, however well it compresses
+        if len(raw) > limit:
+            raise too_large
         return raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise LoaderError(f"Cannot read workflow file '{path}': {exc}") from exc
 
 
@@ -356,6 +428,30 @@ class _DuplicateJsonKey(ValueError):
     pass
 
 
+def _short_int(text: str) -> int:
+    """A JSON integer, refused past MAX_DIGITS digits (Python itself refuses past 4300, with a ValueError)."""
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _Hostile(_too_long())
+    return int(text)
+
+
+def _check_shape(data: Any, size: int) -> None:
+    """Refuse data nested deeper than MAX_DEPTH, or with far more values than a file of `size` characters can
+    hold without YAML aliases (each alias of a list repeats all of it: a small file can expand to billions)."""
+    budget = 10 * size + 10_000
+    stack = [(data, 1)]
+    for _ in range(budget):
+        if not stack:
+            return
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth >= MAX_DEPTH and value:
+                raise _Hostile(_too_deep())
+            stack.extend((v, depth + 1) for v in (value.values() if isinstance(value, dict) else value))
+    if stack:
+        raise _Hostile(f"YAML aliases expand it to more than {budget} values")
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object as a dict, refusing a key given twice (json.loads would keep the last silently)."""
     out: dict[str, Any] = {}
@@ -375,7 +471,12 @@ def load_workflow(path: str | Path) -> Workflow:
         if suffixes and suffixes[-1] in (".yaml", ".yml"):
             data = yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
         else:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
+            data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_short_int)
+        _check_shape(data, len(text))
+    except _Hostile as exc:
+        raise LoaderError(f"Cannot load '{path}': {exc}") from None
+    except RecursionError:  # JSON nested past Python's stack (checked after parsing otherwise), or YAML aliases
+        raise LoaderError(f"Cannot load '{path}': {_too_deep()}") from None
     except _DuplicateJsonKey as dup:
         raise LoaderError(f"Cannot load '{path}': key {dup.args[0]!r} is given twice in one JSON object") from None
     except _DuplicateKey as dup:

@@ -1,7 +1,8 @@
 """The workflow model: typed tasks and workflows (pydantic v2), validated as a whole when built.
 
-A workflow is a DAG of tasks. Building a `Workflow` checks ids, dependencies, resources, size and cycles, and
-raises a `WorkflowError` subclass that names the problem; nothing half-built is ever returned.
+A workflow is a DAG of tasks. Building a `Workflow` checks names, ids, dependencies, resources and other numbers,
+size, cycles and `$ref` arguments, and raises a `WorkflowError` subclass that names the problem; nothing half-built
+is ever returned. `ref_names` finds the `{"$ref": task}` placeholders in a task's arguments.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,14 +21,18 @@ from .errors import (
     OrchestratorError,
     ResourceRequestError,
     UnknownTaskError,
+    WorkflowError,
     WorkflowTooLargeError,
 )
 
 GiB = 1024**3
 TiB = 1024**4
+EiB = 1024**6
 MAX_TASKS_ENV = "ORCHESTRATOR_MAX_TASKS"
 _BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB")
 
+_RAY_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")  # no node offers them as custom resources
+MAX_TIME_SCALE = 1e6  # metadata.time_scale: replayed tasks sleep their duration times this
 _PYTHON_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TASK_ID = re.compile(r"^[^\s/]{1,200}$")
 
@@ -42,8 +48,10 @@ class Limits(BaseModel):
     max_gpus: float = 64.0
     max_custom: float = 1e9  # any one custom resource
     max_retries: int = 100
+    max_priority: int = 10**9  # priorities range from -max_priority to max_priority (the store keeps 32 bits)
     max_timeout: float = 30 * 24 * 3600.0
-    max_duration: float = 365 * 24 * 3600.0  # a task's expected or recorded runtime, seconds
+    max_duration: float = 365 * 24 * 3600.0  # a task's expected or recorded runtime, and retry_delay, seconds
+    max_data_bytes: int = EiB  # input_bytes, output_bytes, a recorded peak memory
 
 
 class LimitsError(OrchestratorError):
@@ -91,6 +99,8 @@ def with_max_tasks(max_tasks: int | None) -> None:
 
 def format_bytes(n: float) -> str:
     """A byte count for people: 17592186044416 -> '16 TiB', 1536 -> '1.5 KiB'."""
+    if isinstance(n, int) and abs(n) >= 1024**9:  # past YiB, or too long to be a float
+        return f"{_shown(n)} B"
     if not math.isfinite(n):
         return str(n)
     value, unit = float(n), 0
@@ -99,6 +109,17 @@ def format_bytes(n: float) -> str:
         unit += 1
     text = f"{value:.0f}" if value == int(value) else f"{value:.1f}"
     return f"{text} {_BINARY_UNITS[unit]}"
+
+
+def _shown(v: Any) -> str:
+    """A value for a message, short and on one line: floats as %g; integers in full up to 21 digits, longer ones
+    (which Python may refuse to print, or to turn into a float) as e.g. '1e+30'; anything else as a short repr."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return reprlib.repr(v)
+    if isinstance(v, float) or abs(v) < 10**21:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    k = int(math.log10(abs(v)))
+    return f"{v / 10**k:.3g}e+{k}"
 
 
 def _no_bool(value: Any, info) -> Any:
@@ -176,6 +197,13 @@ class TaskSpec(BaseModel):
             raise ValueError(f"task id {v!r} must be 1-200 characters without spaces or '/'")
         return v
 
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("the entrypoint must not be empty (leave it out for a task without one)")
+        return v
+
     @model_validator(mode="after")
     def _default_category(self) -> "TaskSpec":
         if not self.category:
@@ -200,6 +228,15 @@ class Workflow(BaseModel):
     family: str | None = None  # e.g. the WfCommons application (montage, epigenomics, ...)
     policy: str | None = None  # scheduling policy for this workflow; None = the deployment default
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_on_one_line(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("the workflow name must not be empty")
+        if not v.isprintable():
+            raise ValueError(f"the workflow name {v!r} must be printable text on one line")
+        return v
 
     @model_validator(mode="after")
     def _validate_graph(self) -> "Workflow":
@@ -227,16 +264,19 @@ def _check_resources(task: TaskSpec, limits: Limits) -> None:
         ("memory", r.memory, limits.max_memory),
         ("gpus", r.gpus, limits.max_gpus),
     ):
-        if not math.isfinite(value) or value < 0:
+        if (isinstance(value, float) and not math.isfinite(value)) or value < 0:
             raise ResourceRequestError(f"Task '{task.id}' requests {name}={value}: must be a finite number >= 0")
         if value > upper:
-            shown, limit = (f"{format_bytes(value)} ({value} bytes)", format_bytes(upper)) if name == "memory" \
-                else (value, upper)
+            shown, limit = (f"{format_bytes(value)} ({_shown(value)} bytes)", format_bytes(upper)) \
+                if name == "memory" else (value, upper)
             raise ResourceRequestError(
                 f"Task '{task.id}' requests {name}={shown}, above the limit of {limit}; "
                 "lower the request or raise the limit"
             )
     for name, value in r.custom.items():
+        if name in _RAY_RESOURCES or name.startswith("node:"):
+            raise ResourceRequestError(f"Task '{task.id}' requests custom resource {name!r}: Ray's own resources "
+                                       "are requested with cpus, gpus and memory, not as custom resources")
         if not math.isfinite(value) or value < 0:
             raise ResourceRequestError(f"Task '{task.id}' requests custom resource {name}={value}: must be >= 0")
         if value > limits.max_custom:
@@ -244,32 +284,63 @@ def _check_resources(task: TaskSpec, limits: Limits) -> None:
                 f"Task '{task.id}' requests custom resource {name}={value}, above the limit of "
                 f"{limits.max_custom:g}; lower the request or raise the limit"
             )
-    if task.retries < 0 or task.retries > limits.max_retries:
-        raise ResourceRequestError(
-            f"Task '{task.id}' has retries={task.retries}: must be between 0 and {limits.max_retries}"
-        )
-    if task.timeout is not None and (not math.isfinite(task.timeout) or task.timeout <= 0
-                                     or task.timeout > limits.max_timeout):
-        raise ResourceRequestError(
-            f"Task '{task.id}' has timeout={task.timeout}: must be > 0 and at most {limits.max_timeout} s"
-        )
-    if task.retry_delay is not None and (not math.isfinite(task.retry_delay) or task.retry_delay < 0):
-        raise ResourceRequestError(f"Task '{task.id}' has retry_delay={task.retry_delay}: must be >= 0")
-    if task.duration is not None and (not math.isfinite(task.duration) or task.duration < 0):
-        raise ResourceRequestError(f"Task '{task.id}' has duration={task.duration}: must be a finite number >= 0")
-    if task.duration is not None and task.duration > limits.max_duration:
-        raise ResourceRequestError(
-            f"Task '{task.id}' has duration={task.duration:g} s, above the limit of {limits.max_duration:g} s "
-            f"({limits.max_duration / 86400:g} days)"
-        )
+    _check_whole(task, "retries", task.retries, 0, limits.max_retries)
+    _check_whole(task, "priority", task.priority, -limits.max_priority, limits.max_priority)
+    _check_seconds(task, "timeout", task.timeout, limits.max_timeout, positive=True)
+    _check_seconds(task, "retry_delay", task.retry_delay, limits.max_duration)
+    _check_seconds(task, "duration", task.duration, limits.max_duration)
     for name in ("input_bytes", "output_bytes"):
-        v = getattr(task, name)
-        if v is not None and v < 0:
-            raise ResourceRequestError(f"Task '{task.id}' has {name}={v}: must be >= 0")
+        _check_whole(task, name, getattr(task, name), 0, limits.max_data_bytes, format_bytes(limits.max_data_bytes))
+    if task.observed is not None:
+        o = task.observed
+        _check_seconds(task, "observed.runtime", o.runtime, limits.max_duration)
+        _check_seconds(task, "observed.avg_cpu", o.avg_cpu, limits.max_cpus, unit=" cores")
+        _check_whole(task, "observed.peak_memory", o.peak_memory, 0, limits.max_data_bytes,
+                     format_bytes(limits.max_data_bytes))
+
+
+def _check_whole(task: TaskSpec, name: str, value: int | None, low: int, high: int, shown_high: str = "") -> None:
+    """Refuse a whole number outside [low, high], naming the task, the field and the range."""
+    if value is not None and not low <= value <= high:
+        raise ResourceRequestError(
+            f"Task '{task.id}' has {name}={_shown(value)}: must be between {low} and {shown_high or high}")
+
+
+def _check_seconds(task: TaskSpec, name: str, value: float | None, high: float, positive: bool = False,
+                   unit: str = " s") -> None:
+    """Refuse NaN, an infinity, a negative value (or zero, when `positive`) and one above `high`."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ResourceRequestError(
+            f"Task '{task.id}' has {name}={value:g}: must be a finite number {'>' if positive else '>='} 0")
+    if value > high:
+        days = f" ({high / 86400:g} days)" if unit == " s" else ""
+        raise ResourceRequestError(
+            f"Task '{task.id}' has {name}={value:g}{unit}, above the limit of {high:g}{unit}{days}")
+
+
+def ref_names(*values: Any) -> list[Any]:
+    """The targets of the `{"$ref": task}` placeholders in `values` (at any depth of lists and dicts), in the order
+    they appear, repeats included. A dict is a placeholder when "$ref" is its only key. In a validated workflow
+    every target is the id of an ancestor of the task; before validation a target may be anything."""
+    found: list[Any] = []
+    stack = list(reversed(values))
+    while stack:  # no recursion: the nesting depth of a value is not bounded here
+        value = stack.pop()
+        if isinstance(value, dict):
+            if len(value) == 1 and "$ref" in value:
+                found.append(value["$ref"])
+            else:
+                stack.extend(reversed(list(value.values())))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+    return found
 
 
 def validate_workflow(wf: Workflow, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Raise a WorkflowError naming the first problem: size, duplicate or unknown ids, resources, cycles."""
+    """Raise a WorkflowError naming the first problem: size, duplicate or unknown ids, resources and other numbers,
+    cycles, `$ref`s that name no ancestor, metadata.time_scale."""
     n = len(wf.tasks)
     if n == 0:
         raise UnknownTaskError(f"Workflow '{wf.name}' has no tasks")
@@ -297,6 +368,45 @@ def validate_workflow(wf: Workflow, limits: Limits = DEFAULT_LIMITS) -> None:
     cycle = find_cycle(wf.tasks, index)
     if cycle:
         raise _cycle_error(wf.name, cycle)
+    for t in wf.tasks:
+        _check_refs(wf, t, index)
+    scale = wf.metadata.get("time_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale <= MAX_TIME_SCALE:
+        raise WorkflowError(f"Workflow '{wf.name}' has metadata.time_scale={_shown(scale)}: must be a number above 0 "
+                            f"and at most {MAX_TIME_SCALE:g}")
+
+
+def _check_refs(wf: Workflow, task: TaskSpec, index: dict[str, int]) -> None:
+    """Every `$ref` of a task names one of its ancestors: only their results exist when it starts."""
+    ancestors: set[str] | None = None  # found only for a ref that is not a direct dependency
+    for target in ref_names(task.args, task.kwargs):
+        if not isinstance(target, str):
+            raise UnknownTaskError(
+                f"Task '{task.id}' refers to {{$ref: {_shown(target)}}}: a $ref names a task by its id, a string")
+        shown = target if target.isprintable() and len(target) <= 200 else _shown(target)
+        if target not in index:
+            raise UnknownTaskError(
+                f"Task '{task.id}' refers to {{$ref: {shown}}}, which is not a task of workflow '{wf.name}'")
+        if target in task.depends_on:
+            continue
+        if ancestors is None:
+            ancestors = _ancestors(wf.tasks, index, index[task.id])
+        if target not in ancestors:
+            raise UnknownTaskError(
+                f"Task '{task.id}' refers to {{$ref: {shown}}}, which is not among its dependencies "
+                f"(add '{shown}' to depends_on)")
+
+
+def _ancestors(tasks: list[TaskSpec], index: dict[str, int], i: int) -> set[str]:
+    """The ids of every task that task `i` depends on, directly or through others."""
+    seen: set[str] = set()
+    stack = list(tasks[i].depends_on)
+    while stack:
+        dep = stack.pop()
+        if dep not in seen:
+            seen.add(dep)
+            stack.extend(tasks[index[dep]].depends_on)
+    return seen
 
 
 def _cycle_error(name: str, cycle: list[str]) -> CycleError:
