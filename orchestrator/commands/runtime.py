@@ -314,8 +314,20 @@ def register(app: typer.Typer) -> None:
 
 def _submit_and_follow(workflows, config, address, num_cpus, policy, time_scale, detach, timeout) -> dict:
     """Submit workflows to the orchestrator (starting Ray and the actor if needed) and show a progress bar each."""
-    from ..runtime.client import call, check_store, connect_ray, get_orchestrator, wait_for
+    from ..runtime.client import (
+        call,
+        check_store,
+        connect_ray,
+        get_orchestrator,
+        refuse_other_store,
+        wait_for,
+    )
 
+    if _existing_cluster(address):
+        # An orchestrator already running there on another store than the one asked for is refused before the
+        # asked-for store is even opened: nothing is recorded anywhere.
+        connect_ray(address, num_cpus=num_cpus)
+        refuse_other_store(config)
     check_store(config)  # a bad URL or an unreachable database fails here, clearly
     connect_ray(address, num_cpus=num_cpus)
     handle = get_orchestrator(config)

@@ -410,6 +410,14 @@ class Orchestrator:
                 self._run_ended.wait(min(remaining, 1.0))
         return self.progress_many(run_ids)
 
+    def wait_events(self, run_ids: list[str], timeout: float | None = None) -> dict:
+        """Block until every event of these runs recorded so far (for an ended run: up to its final event) has been
+        delivered to every event sink, or `timeout` seconds pass: {"delivered": bool, "event_id": the newest event
+        of the runs, "behind": the sinks that lack it, with their last error}."""
+        if self._dispatcher is None:
+            return {"delivered": True, "event_id": 0, "behind": []}
+        return self._dispatcher.wait_runs_delivered(run_ids, timeout)
+
     def stats(self) -> dict:
         with self.lock:
             return {"active_runs": len(self.state.jobs), "ready": self.state.num_ready(),
@@ -434,6 +442,7 @@ class Orchestrator:
             a.error = OrchestratorError("The orchestrator shut down: the workflow run was not submitted")
             a.done.set()
         if self._dispatcher is not None:
+            self._dispatcher.drain(timeout=10.0)  # everything committed goes out first (bounded; logs what is left)
             self._dispatcher.stop()
         if self.predictions is not None:
             self.predictions.stop()

@@ -4,6 +4,7 @@ start the orchestrator actor, submit workflows and follow them with a live progr
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
@@ -19,6 +20,9 @@ from .config import ACTOR_NAME, NAMESPACE, RuntimeConfig
 
 TERMINAL = {s.value for s in WorkflowStatus if s.terminal}
 CONNECT_TIMEOUT_ENV = "ORCHESTRATOR_CONNECT_TIMEOUT"  # seconds to wait for a cluster's GCS port (default 5)
+# Seconds a client that saw its runs end waits for their last events to reach every event sink (default 10).
+EVENTS_WAIT_ENV = "ORCHESTRATOR_EVENTS_WAIT"
+log = logging.getLogger("orchestrator.client")
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _AUTH_HINT = ("Ray could not join the cluster: if it uses token authentication (the default of a local ray.init() "
               "in Ray 2.60), set RAY_AUTH_MODE=token and give this machine the cluster's token, in ~/.ray/auth_token "
@@ -28,15 +32,19 @@ _started_local = False  # this process started a local Ray (which ends with it)
 _resumed_at_start: dict[str, list[str]] = {}  # actor id -> runs it resumed as it started (actors started here)
 
 
-def _connect_timeout() -> float:
-    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "5")
+def _seconds_from_env(name: str, default: str, allow_zero: bool = False) -> float:
+    raw = os.environ.get(name, default)
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise OrchestratorError(f"{CONNECT_TIMEOUT_ENV}={raw!r} is not a positive number of seconds")
+    if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        raise OrchestratorError(f"{name}={raw!r} is not a {'' if allow_zero else 'positive '}number of seconds")
     return value
+
+
+def _connect_timeout() -> float:
+    return _seconds_from_env(CONNECT_TIMEOUT_ENV, "5")
 
 
 def _host_port(address: str) -> tuple[str, int] | None:
@@ -221,27 +229,94 @@ def check_store(config: RuntimeConfig, starting: bool = False) -> None:
         store.close()
 
 
+_STOP_HINT = (f"the CLI has no command that stops it: ray.get(ray.get_actor('{ACTOR_NAME}', namespace='{NAMESPACE}')"
+              ".shutdown.remote()) then ray.kill on that actor, from Python connected to the cluster")
+
+
+def _store_key(url: str | None, data_dir: str | None) -> tuple:
+    """What identifies a store, for comparing two spellings of it: for SQLite the resolved file (the default store
+    is <data_dir>/state.db); for PostgreSQL user, host, port and database (not the driver nor the password, which
+    the orchestrator reports masked)."""
+    from ..store.database import parse_url
+
+    if not url:
+        return ("sqlite", str((Path(data_dir or ".") / "state.db").expanduser().resolve()))
+    parsed = parse_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return ("sqlite", str(Path(parsed.database).expanduser().resolve()))
+    return (parsed.get_backend_name(), parsed.username or "", (parsed.host or "localhost").lower(),
+            parsed.port or 5432, parsed.database or "")
+
+
+def _absolute(config: RuntimeConfig) -> RuntimeConfig:
+    """The config with the driver's relative paths made absolute: the actor's working directory is not the
+    driver's, so a relative --data-dir, or a SQLite --db-url with a relative path, means the driver's."""
+    update: dict[str, str] = {}
+    if not Path(config.data_dir).is_absolute():
+        update["data_dir"] = str(Path(config.data_dir).resolve())
+    if config.db_url:
+        from ..store.database import parse_url
+
+        try:
+            parsed = parse_url(config.db_url)
+        except StoreError:
+            parsed = None  # reported by whoever opens it
+        if parsed is not None and parsed.get_backend_name() == "sqlite" and not Path(parsed.database).is_absolute():
+            absolute = parsed.set(database=str(Path(parsed.database).expanduser().resolve()))
+            update["db_url"] = absolute.render_as_string(hide_password=False)
+    return config.model_copy(update=update) if update else config
+
+
+def _refuse_other_store(handle, config: RuntimeConfig) -> None:
+    """Refuse to use the cluster's orchestrator when it keeps its state elsewhere than the user asked: a store
+    given by URL (--db-url, ORCHESTRATOR_DB_URL) that is not the orchestrator's, or else a --data-dir that is not
+    its data folder. Otherwise the runs would be recorded in its store, where the user would not find them."""
+    from ..store.database import mask_url
+
+    info = call(handle.ping.remote())
+    if config.db_url:
+        theirs = info.get("db")
+        if theirs is None:  # an orchestrator too old to say: its default store
+            theirs = f"sqlite:///{Path(info['data_dir']) / 'state.db'}"
+        if _store_key(theirs, info["data_dir"]) != _store_key(config.db_url, config.data_dir):
+            raise OrchestratorError(
+                f"The orchestrator running on this Ray cluster keeps its state in {theirs}, not in the store "
+                f"asked for, {mask_url(config.db_url)} (--db-url or ORCHESTRATOR_DB_URL): nothing was submitted. "
+                f"Use its store (--db-url {theirs}), or stop that orchestrator first ({_STOP_HINT})")
+    elif info["data_dir"] != config.data_dir:
+        raise OrchestratorError(
+            f"The orchestrator running on this Ray cluster keeps its state in {info['data_dir']}, not in "
+            f"{config.data_dir}; use --data-dir {info['data_dir']}, or stop that orchestrator first ({_STOP_HINT})")
+
+
+def refuse_other_store(config: RuntimeConfig) -> None:
+    """When an orchestrator runs on the connected Ray cluster, refuse (OrchestratorError) if its store is not the
+    one `config` asks for. Nothing is opened or started: for checking before anything is recorded."""
+    import ray
+
+    try:
+        handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        return
+    _refuse_other_store(handle, _absolute(config))
+
+
 def get_orchestrator(config: RuntimeConfig | None = None, create: bool = True):
-    """The running orchestrator actor, started (detached, named) if there is none."""
+    """The running orchestrator actor, started (detached, named) if there is none. With `config`, one that runs
+    on another store than `config`'s is refused (see `refuse_other_store`)."""
     import ray
 
     from .actor import OrchestratorActor
 
-    if config is not None and not Path(config.data_dir).is_absolute():
-        # The actor's working directory is not the driver's: a relative --data-dir is the driver's.
-        config = config.model_copy(update={"data_dir": str(Path(config.data_dir).resolve())})
+    if config is not None:
+        config = _absolute(config)
     try:
         handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
     except ValueError:
         handle = None
     if handle is not None:
         if config is not None:
-            info = call(handle.ping.remote())
-            if (config.db_url or None) is None and info["data_dir"] != config.data_dir:
-                raise OrchestratorError(
-                    f"The orchestrator running on this Ray cluster keeps its state in {info['data_dir']}, not in "
-                    f"{config.data_dir}; use --data-dir {info['data_dir']} (or stop it: ray.kill on the actor "
-                    f"'{ACTOR_NAME}' in namespace '{NAMESPACE}')")
+            _refuse_other_store(handle, config)
         return handle
     if handle is None:
         if not create:
@@ -276,15 +351,59 @@ def _stop_quietly(handle) -> None:
     import ray
 
     try:
-        ray.get(handle.shutdown.remote(), timeout=10)
+        # Bounded in the actor: its threads (a few s) and the drain of its event sinks (10 s at most).
+        ray.get(handle.shutdown.remote(), timeout=30)
     except Exception:  # noqa: BLE001 - exiting anyway; the lease lapses by itself
         pass
+
+
+def wait_events(handle, run_ids: list[str], timeout: float | None = None) -> bool:
+    """Wait until the events of `run_ids` recorded so far (for ended runs: up to their final events) have been
+    delivered to every event sink of the orchestrator, at most `timeout` seconds (default: $ORCHESTRATOR_EVENTS_WAIT,
+    else 10). True when delivered (or the orchestrator has no sinks); otherwise logs a warning saying which sinks
+    are behind, and returns False."""
+    from ray.exceptions import GetTimeoutError
+
+    if not run_ids:
+        return True
+    if timeout is None:
+        timeout = _seconds_from_env(EVENTS_WAIT_ENV, "10", allow_zero=True)
+    runs = ", ".join(run_ids) if len(run_ids) <= 3 else f"{', '.join(run_ids[:3])} and {len(run_ids) - 3} more"
+    try:
+        method = handle.wait_events
+    except AttributeError:  # an orchestrator started by an older version: it cannot say
+        return True
+    try:
+        report = call(method.remote(list(run_ids), timeout), timeout=timeout + 30)
+    except GetTimeoutError:
+        report = {"delivered": False, "behind": []}
+    except OrchestratorError as exc:
+        log.warning("could not learn whether the events of run %s reached the event sinks: %s", runs, exc)
+        return False
+    if report["delivered"]:
+        return True
+    behind = "; ".join(f"{b['sink']} has events up to {b['cursor']}" + (f", last error: {b['error']}"
+                                                                        if b.get("error") else "")
+                       for b in report.get("behind") or [])
+    log.warning("the last events of run %s were not all delivered to the event sinks within %g s%s; they stay in "
+                "the store's outbox and go out when the sink recovers", runs, timeout,
+                f" ({behind})" if behind else "")
+    return False
 
 
 def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | None = None,
              poll: float = 0.2, timeout: float | None = None) -> dict[str, dict]:
     """Wait until every run is terminal; returns the final progress of each. With `on_progress`, polls every
-    `poll` seconds and reports each run's progress; without, blocks in the orchestrator until the runs end."""
+    `poll` seconds and reports each run's progress; without, blocks in the orchestrator until the runs end.
+    Returns once the runs' final events have also reached every event sink (see `wait_events`: bounded, a
+    warning when they have not)."""
+    final = _wait_terminal(handle, run_ids, on_progress, poll, timeout)
+    wait_events(handle, list(run_ids))
+    return final
+
+
+def _wait_terminal(handle, run_ids: list[str], on_progress: Callable[[dict], None] | None, poll: float,
+                   timeout: float | None) -> dict[str, dict]:
     start = time.monotonic()
     final: dict[str, dict] = {}
     if on_progress is None:

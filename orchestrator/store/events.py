@@ -3,6 +3,10 @@
 Each sink has a cursor (the id of the last event it accepted). A sink that fails keeps its cursor and is
 retried with backoff; the others carry on. Every state change writes its event in the same transaction
 as the change, so nothing committed is ever missed; delivery is at-least-once, consumers dedupe on `id`.
+
+Outbox ids commit in id order (SQLite has one writer; PostgreSQL takes an advisory lock for the insert), so the
+smallest sink cursor is a high-water mark: every event up to it has gone to every sink. `wait_delivered` blocks
+on it (a condition notified as cursors advance), and `drain` brings the sinks up to date before a shutdown.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import sqlalchemy as sa
+
 from ..errors import OrchestratorError
+from .schema import EventRow
 from .sinks import DeliveryError, Sink
 from .store import Store
 
@@ -57,6 +64,7 @@ class EventDispatcher:
         self._wake = {s.name: threading.Event() for s in sinks}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._delivered = threading.Condition()  # guards the cursors; notified whenever one moves
         latest = None
         for sink in self.sinks:  # a non-durable sink starts with the events that come after this point
             if not sink.durable:
@@ -77,10 +85,118 @@ class EventDispatcher:
         if sink.name not in self._cursors:
             if sink.durable:
                 stored = self.store.sink_cursor(sink.name)
-                self._cursors[sink.name] = 0 if stored is None else stored
+                self._set_cursor(sink, 0 if stored is None else stored)
             else:
-                self._cursors[sink.name] = self.store.latest_event_id()
+                self._set_cursor(sink, self.store.latest_event_id())
         return self._cursors[sink.name]
+
+    def _set_cursor(self, sink: Sink, event_id: int) -> None:
+        with self._delivered:
+            self._cursors[sink.name] = event_id
+            self._delivered.notify_all()
+
+    # ---------------------------------------------------------------- delivered up to: the high-water mark
+
+    def delivered_up_to(self) -> int:
+        """The high-water mark: every event with an id up to this one has been delivered to every sink (a sink
+        whose cursor is not known yet counts as 0)."""
+        with self._delivered:
+            return self._high_water()
+
+    def _high_water(self) -> int:
+        return min((self._cursors.get(s.name, 0) for s in self.sinks), default=0)
+
+    def _target(self, target: int | str | Sequence[str]) -> int:
+        """The event id to wait for: `target` itself, or the newest stored event of the run(s) `target` names."""
+        if isinstance(target, int):
+            return target
+        run_ids = [target] if isinstance(target, str) else list(target)
+        if not run_ids:
+            return 0
+        E = EventRow.__table__
+        try:
+            with self.store.engine.connect() as conn:  # one index lookup: (run_id, id)
+                return conn.execute(sa.select(sa.func.coalesce(sa.func.max(E.c.id), 0))
+                                    .where(E.c.run_id.in_(run_ids))).scalar_one()
+        except sa.exc.SQLAlchemyError as exc:
+            raise OrchestratorError(f"Cannot read the events of {', '.join(run_ids)} from the store at "
+                                    f"{self.store.url}: {exc}") from exc
+
+    def wait_delivered(self, target: int | str | Sequence[str], timeout: float | None = None) -> bool:
+        """Block until every sink has been delivered every event up to `target`: an event id, a run id or a list of
+        run ids (then: the newest event of those runs now in the store; for a run that has ended, its final
+        event). True once delivered; False when `timeout` seconds pass first (None: no limit), or when the
+        dispatcher is stopped with that event not delivered.
+
+        No polling: the delivery threads are woken at once, and each cursor that moves notifies the waiters."""
+        event_id = self._target(target)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._delivered:
+            if self._high_water() >= event_id:
+                return True
+        self.wake()
+        with self._delivered:
+            while self._high_water() < event_id:
+                if self._stop.is_set():
+                    return False
+                if deadline is None:
+                    self._delivered.wait()
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._delivered.wait(remaining)
+        return True
+
+    def behind(self, event_id: int) -> list[dict]:
+        """The sinks that have not been delivered event `event_id` yet: name, cursor, consecutive failures and
+        last error of each."""
+        with self._delivered:
+            cursors = {s.name: self._cursors.get(s.name, 0) for s in self.sinks}
+        return [{"sink": s.name, "cursor": cursors[s.name], "failures": self._failures[s.name],
+                 "error": self._errors[s.name]} for s in self.sinks if cursors[s.name] < event_id]
+
+    def wait_runs_delivered(self, run_ids: Sequence[str], timeout: float | None = None) -> dict:
+        """`wait_delivered` for the events of `run_ids`, as a report: {"delivered": bool, "event_id": the newest
+        event of those runs, "behind": the sinks that do not have it yet (see `behind`)}."""
+        event_id = self._target(list(run_ids))
+        delivered = self.wait_delivered(event_id, timeout)
+        return {"delivered": delivered, "event_id": event_id, "behind": [] if delivered else self.behind(event_id)}
+
+    def drain(self, timeout: float = 10.0) -> int:
+        """Before a shutdown: wait up to `timeout` seconds for every sink to be delivered every event committed so
+        far. Returns how many of those events some sink still lacks (0: all delivered; -1: some, but the store could
+        not count them), and logs a warning naming the sinks behind when not 0. Does not stop the dispatcher."""
+        try:
+            target = self.store.latest_event_id()
+        except OrchestratorError as exc:
+            log.warning("event sinks not drained: cannot read the outbox: %s", exc)
+            return 0
+        if not self._threads:  # not started (or stopped): deliver from this thread
+            start = time.monotonic()
+            while self._high_water() < target and time.monotonic() - start < timeout:
+                if not self.deliver_once():
+                    break
+        elif self.wait_delivered(target, timeout):
+            return 0
+        if self._high_water() >= target:
+            return 0
+        left = self._undelivered(self._high_water(), target)
+        behind = "; ".join(f"{b['sink']} at event {b['cursor']}" + (f" ({b['error']})" if b["error"] else "")
+                           for b in self.behind(target))
+        log.warning("event sinks not drained within %g s: %s event(s) left undelivered (up to event %d): %s; "
+                    "they go out when an orchestrator next opens the store", timeout,
+                    "?" if left is None else left, target, behind)
+        return -1 if left is None else left
+
+    def _undelivered(self, after_id: int, up_to: int) -> int | None:
+        E = EventRow.__table__
+        try:
+            with self.store.engine.connect() as conn:
+                return conn.execute(sa.select(sa.func.count()).select_from(E)
+                                    .where(E.c.id > after_id, E.c.id <= up_to)).scalar_one()
+        except sa.exc.SQLAlchemyError:
+            return None
 
     def _drain(self, sink: Sink) -> int:
         """Deliver batches to one sink until it is caught up or fails; return how many events went out."""
@@ -125,7 +241,7 @@ class EventDispatcher:
                 # Delivered but not recorded: those events will be delivered again (at-least-once).
                 self._failed(sink, 0, exc)
                 return False
-        self._cursors[sink.name] = last_id
+        self._set_cursor(sink, last_id)
         return True
 
     def _failed(self, sink: Sink, delivered: int, error: BaseException) -> None:
@@ -154,9 +270,12 @@ class EventDispatcher:
             event.set()
 
     def stop(self, timeout: float = 10.0, close_sinks: bool = False) -> None:
-        """Stop the threads after their current batch; optionally close the sinks too."""
+        """Stop the threads after their current batch; optionally close the sinks too. Events not delivered by
+        then stay in the outbox (`drain()` first to wait for them); waiters in `wait_delivered` return False."""
         self._stop.set()
         self.wake()
+        with self._delivered:
+            self._delivered.notify_all()
         if close_sinks:
             for sink in self.sinks:
                 sink.close()
@@ -173,6 +292,7 @@ class EventDispatcher:
     def _run(self, sink: Sink) -> None:
         wake = self._wake[sink.name]
         while not self._stop.is_set():
+            wake.clear()  # before the pass: a wake() during it makes another pass at once, never a lost one
             try:
                 self._drain(sink)
             except Exception:  # never let the thread die silently
@@ -181,4 +301,3 @@ class EventDispatcher:
             failures = self._failures[sink.name]
             delay = self.poll_interval if failures == 0 else min(self.poll_interval * 2**failures, self.max_backoff)
             wake.wait(delay)
-            wake.clear()
