@@ -20,14 +20,29 @@ import ray
 from ray.exceptions import RayError, TaskCancelledError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from ..errors import OrchestratorError
-from ..model import Workflow
+from ..errors import (
+    InvalidTransitionError,
+    LeaseLostError,
+    OrchestratorError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ..model import Workflow, ref_names
 from ..scheduling.interface import NodeView
-from ..states import TaskStatus
+from ..states import TaskStatus, WorkflowStatus
 from ..store import Store
-from ..store.records import DecisionRecord, ExecutionRecord, MetricRecord, SystemSample
+from ..store import results as result_codec
+from ..store.records import (
+    DecisionRecord,
+    ExecutionRecord,
+    MetricRecord,
+    SystemSample,
+    TaskChange,
+    WorkflowChange,
+)
 from .config import RuntimeConfig
 from .executor import AttemptReport, TaskPayload, execute, pack, report_from
+from .journal import WriteJournal
 from .metrics import RuntimeMetrics
 from .state import RetryPolicy, RunState, RuntimeState
 
@@ -54,7 +69,7 @@ def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
     kind = spec.entrypoint_kind
     if kind == "none":
         kind = "replay" if spec.duration is not None else "noop"
-    refs = _ref_names(spec.args) | _ref_names(spec.kwargs)
+    refs = set(ref_names(spec.args, spec.kwargs))
     return TaskPayload(
         run_id=run.run_id,
         task_id=spec.id,
@@ -103,16 +118,6 @@ class _Launch:
 
     payload: TaskPayload
     resources: tuple  # (cpus, memory, gpus, custom items)
-
-
-def _ref_names(value: Any) -> set[str]:
-    if isinstance(value, dict):
-        if set(value) == {"$ref"}:
-            return {value["$ref"]}
-        return set().union(*(_ref_names(v) for v in value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*(_ref_names(v) for v in value)) if value else set()
-    return set()
 
 
 def _json_logs(data_dir: str) -> None:
@@ -178,6 +183,8 @@ class Orchestrator:
         self._options_cache: dict[tuple, Any] = {}
         self._launches: dict[tuple[str, int], _Launch] = {}
         self._executions: list[ExecutionRecord] = []
+        self._unsaved_results: list[tuple[str, str, Any]] = []  # (run id, task id, value) to persist before flush
+        self._to_launch: list[tuple[RunState, Any, int]] = []  # decided, their start not yet written: launched after
         self._decision_rows: list[DecisionRecord] = []
         self._metric_rows: list[MetricRecord] = []  # performance metrics of ended runs, not yet written
         self._stop = threading.Event()
@@ -188,6 +195,7 @@ class Orchestrator:
         self._last_nodes = time.monotonic()
         self._last_sample = 0.0
         self.loop_error: str | None = None
+        self.store_error: str | None = None  # set while the store is unreachable (writes wait in the journal)
         self._needs_resync = False
         self.timing: dict[str, float] = {k: 0.0 for k in ("wait", "complete", "dispatch_and_write",
                                                            "schedule", "write", "submit", "iterations",
@@ -199,6 +207,7 @@ class Orchestrator:
         import uuid
 
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.journal = WriteJournal(self.store, self._owner)
         self.store.acquire_lease(self._owner, ttl=cfg.lease_ttl_s, wait=cfg.lease_ttl_s + 2.0,
                                  host=socket.gethostname(), pid=os.getpid())
         try:
@@ -224,7 +233,8 @@ class Orchestrator:
     def ping(self) -> dict:
         import os
 
-        return {"ok": self.loop_error is None, "error": self.loop_error, "data_dir": self.config.data_dir,
+        return {"ok": self.loop_error is None and self.store_error is None,
+                "error": self.loop_error or self.store_error, "data_dir": self.config.data_dir,
                 "pid": os.getpid(), "priority": getattr(self, "priority", None),
                 "db": self.store.url_masked if hasattr(self.store, "url_masked") else None,
                 "active_runs": len(self.state.jobs), "policy": self.config.default_policy,
@@ -433,9 +443,10 @@ class Orchestrator:
         self._keeper.join(timeout=5)
         try:
             with self.lock:
+                self._flush_before_stop()
                 self._sample(time.time(), force=True)  # the last performance metrics
         except Exception:  # noqa: BLE001 - shutting down: say so, carry on
-            log.exception("could not write the last samples and metrics")
+            log.exception("could not write the last changes, samples and metrics")
         with self._admit_lock:
             left, self._admissions = self._admissions, []
         for a in left:  # never recorded
@@ -451,6 +462,16 @@ class Orchestrator:
         except Exception:  # noqa: BLE001 - it lapses by itself
             log.warning("could not release the orchestrator lease; it lapses in %s s", self.config.lease_ttl_s)
         self.store.close()
+
+    def _flush_before_stop(self, within_s: float = 10.0) -> None:
+        """Write what the journal holds before stopping, trying for up to `within_s` seconds while the store is
+        unreachable; what is still unwritten then is named in the log (a later orchestrator resumes the runs)."""
+        deadline = time.monotonic() + within_s
+        while not self._flush(force=True) and len(self.journal) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if len(self.journal):
+            log.error("stopping with %d changes, %d execution rows unwritten (store unreachable: %s)",
+                      len(self.journal.changes), len(self.journal.executions), self.journal.last_error)
 
     def _keep_lease(self) -> None:
         """Renew this orchestrator's lease on the store, and carry out cancel requests made through the store
@@ -498,7 +519,9 @@ class Orchestrator:
         from .prediction import TaskPredictions
 
         try:
-            return TaskPredictions(self.store, self.lock, self.config.models_dir)
+            predictions = TaskPredictions(self.store, self.lock, self.config.models_dir)
+            predictions.on_predicted = self.state.update_predictions
+            return predictions
         except Exception as exc:  # noqa: BLE001 - no trained model: run without predictions, say so
             log.warning("task predictions off: %s", exc)
             return None
@@ -564,16 +587,23 @@ class Orchestrator:
                 free.append(value)
 
     def _resume_all(self, only: str | None = None) -> list[str]:
+        """Track every unfinished run of the store (or one). A run that cannot be resumed (its stored workflow is
+        refused by today's validation, say) is failed on its own, with the cause recorded."""
         resumed = []
         run_ids = [only] if only else self.store.unfinished_workflows()
         for run_id in run_ids:
             if run_id in self.state.by_run:
                 continue
-            rec = self.store.get_workflow(run_id)
-            if rec.status.terminal:
+            try:
+                loaded = self._read_run(run_id)
+            except StoreUnavailableError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - this run alone
+                self._fail_stored_run(run_id, f"cannot be resumed: {type(exc).__name__}: {exc}")
                 continue
-            wf = self.store.load_spec(run_id)
-            tasks = self.store.get_tasks(run_id)
+            if loaded is None:
+                continue
+            rec, wf, tasks, failures = loaded
             stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at) for t in tasks}
             now = time.time()
             for t in tasks:
@@ -584,23 +614,135 @@ class Orchestrator:
                         run_id=run_id, task_id=t.task_id, attempt=t.attempt, status=TaskStatus.CANCELLED.value,
                         node=t.node, started_at=t.started_at, finished_at=now, exit_info="interrupted",
                         error="interrupted: the orchestrator stopped while this attempt ran; the task was requeued"))
-            run = self.state.admit(run_id, wf, now, policy=rec.policy, stored=stored, stored_status=rec.status)
+            run = self.state.admit(run_id, wf, now, policy=rec.policy, stored=stored, stored_status=rec.status,
+                                   failures=failures)
             if getattr(self, "predictions", None) is not None:
                 self.predictions.admitted(run)
             resumed.append(run_id)
-        self._flush()
+        self._flush(force=True)
         return resumed
 
-    def _flush(self) -> None:
-        """Write every pending change (and its events) in one transaction, then the history rows."""
-        changes = self.state.take_changes()
-        executions, self._executions = self._executions, []
-        decisions, self._decision_rows = self._decision_rows, []
-        if changes or executions or decisions:
-            self.store.apply(changes, executions, decisions)  # one transaction
-        for ch in changes:
-            if getattr(ch, "task_id", None) is None and ch.status.terminal:
+    def _read_run(self, run_id: str):
+        """A stored unfinished run as (record, workflow, tasks, failures per task), None if it is finished."""
+        rec = self.store.get_workflow(run_id)
+        if rec.status.terminal:
+            return None
+        wf = self.store.load_spec(run_id)
+        tasks = self.store.get_tasks(run_id)
+        failures: dict[str, list[int]] = {}
+        for e in self.store.executions(run_id):
+            own, lost = failures.setdefault(e.task_id, [0, 0])
+            if e.status in ("failed", "timeout"):
+                failures[e.task_id][0] += 1
+            elif e.status == "lost":
+                failures[e.task_id][1] += 1
+        return rec, wf, tasks, {k: (v[0], v[1]) for k, v in failures.items()}
+
+    def _fail_stored_run(self, run_id: str, error: str) -> None:
+        """Fail a stored run that this orchestrator cannot run: its unfinished tasks are cancelled, the run failed
+        with `error`; in one transaction, so a later orchestrator does not try it again."""
+        log.error("workflow run %s %s; it is marked failed", run_id, error, extra={"run_id": run_id})
+        now = time.time()
+        changes: list = []
+        try:
+            for t in self.store.get_tasks(run_id):
+                if not t.status.terminal:
+                    changes.append(TaskChange(run_id, t.task_id, TaskStatus.CANCELLED, error=f"workflow run {error}",
+                                              at=now, expected=t.status))
+            rec = self.store.get_workflow(run_id)
+            if rec.status == WorkflowStatus.PENDING:
+                changes.append(WorkflowChange(run_id, WorkflowStatus.RUNNING, at=now))
+            changes.append(WorkflowChange(run_id, WorkflowStatus.FAILED, error=error[:4000], at=now))
+            self.store.apply(changes)
+        except StoreUnavailableError:
+            raise
+        except Exception:  # noqa: BLE001 - say so; the run stays as it is in the store
+            log.exception("could not mark run %s failed", run_id, extra={"run_id": run_id})
+
+    def _flush(self, force: bool = False) -> bool:
+        """Write every pending change (and its events) and the history rows in one transaction, through the write
+        journal; then start what was decided. False while the store is unreachable: everything stays in the
+        journal, is written by a later flush (bounded backoff), and no task starts meanwhile."""
+        journal = self.journal
+        journal.add(self.state.take_changes(), self._executions, self._decision_rows)
+        self._executions, self._decision_rows = [], []
+        if self._unsaved_results and not self._save_results():
+            self._note_outage()
+            return False
+        try:
+            written = journal.flush(force)
+        except LeaseLostError as exc:
+            log.error("%s: stopping; the orchestrator that took the store over runs the workflows from now on", exc)
+            self._stop.set()
+            self._done.put(None)
+            return False
+        except (StoreError, InvalidTransitionError) as exc:
+            self._refused(exc)
+            return True
+        if written is None:
+            self._note_outage()
+            return False
+        self.store_error = None
+        for ch in written:
+            if isinstance(ch, WorkflowChange) and ch.status.terminal:
                 self._on_run_finished(ch.run_id)
+        if self._to_launch:
+            self._launch(time.time())
+        return True
+
+    def _note_outage(self) -> None:
+        journal = self.journal
+        since = time.strftime("%H:%M:%S", time.localtime(journal.outage_since or time.time()))
+        self.store_error = f"store unreachable since {since}: {journal.last_error}"
+
+    def _save_results(self) -> bool:
+        """Persist the results of finished tasks before their success is written (a resumed run hands them to
+        the children). False if the store is unreachable (kept for the next flush)."""
+        while self._unsaved_results:
+            run_id, task_id, value = self._unsaved_results[0]
+            try:
+                self.store.save_result(run_id, task_id, value)
+            except StoreUnavailableError as exc:
+                self.journal._failed(exc)
+                return False
+            except StoreError as exc:  # e.g. unwritable storage_dir: the task's success is still recorded
+                log.error("result of task %s not persisted: %s", task_id, exc,
+                          extra={"run_id": run_id, "task_id": task_id})
+            self._unsaved_results.pop(0)
+        return True
+
+    def _refused(self, exc: BaseException) -> None:
+        """The store refused a batch (it disagrees with what this orchestrator holds in memory): write each run's
+        part on its own, so that only the runs the store refuses are re-read from it; the others go on."""
+        journal = self.journal
+        changes, executions, decisions = journal.changes, journal.executions, journal.decisions
+        journal.changes, journal.executions, journal.decisions = [], [], []
+        run_ids = list(dict.fromkeys([c.run_id for c in changes] + [e.run_id for e in executions]))
+        refused: dict[str, str] = {}
+        for run_id in run_ids:
+            part = ([c for c in changes if c.run_id == run_id], [e for e in executions if e.run_id == run_id],
+                    [d for d in decisions if d.run_id == run_id])
+            journal.add(*part)
+            try:
+                written = journal.flush(force=True)
+            except (StoreError, InvalidTransitionError) as one:
+                journal.changes, journal.executions, journal.decisions = [], [], []
+                refused[run_id] = str(one)
+                continue
+            if written is None:  # unreachable after all: keep the rest for later, in order
+                rest = run_ids[run_ids.index(run_id) + 1:]
+                journal.add([c for c in changes if c.run_id in rest], [e for e in executions if e.run_id in rest],
+                            [d for d in decisions if d.run_id in rest])
+                break
+            for ch in written:
+                if isinstance(ch, WorkflowChange) and ch.status.terminal:
+                    self._on_run_finished(ch.run_id)
+        for run_id, error in refused.items():
+            log.error("the store refused the changes of run %s (%s); re-reading that run from the store", run_id,
+                      error, extra={"run_id": run_id})
+            self._reload_run(run_id)
+        if self._to_launch:
+            self._launch(time.time())
 
     def _on_run_finished(self, run_id: str) -> None:
         with self._run_ended:
@@ -656,6 +798,8 @@ class Orchestrator:
         return ref
 
     def _dispatch(self, now: float) -> None:
+        if self.journal.blocked or self._to_launch:
+            return  # earlier writes wait for the store: nothing new starts before they are written
         t0 = time.perf_counter()
         decisions = self.state.schedule(now)
         latency_us = (time.perf_counter() - t0) * 1e6
@@ -674,31 +818,57 @@ class Orchestrator:
                            "cpus": d.task.cpus, "memory": d.task.memory},
                     output={"node": d.node}, latency_us=per_decision, created_at=now))
         # Durable first: the moves to running (and decisions) are committed before any task starts.
+        self._to_launch.extend((run, d, run.attempts[d.task.task]) for run, d in decisions)
         t1 = time.perf_counter()
-        self._flush()
+        self._flush()  # launches them once written
+        self.timing["write"] += time.perf_counter() - t1
+
+    def _launch(self, now: float) -> None:
+        """Hand the decided tasks, whose start is written, to Ray on the node chosen. A task that cannot be handed
+        over (its arguments cannot be built or sent) fails on its own, with the cause recorded."""
         t2 = time.perf_counter()
-        self.timing["write"] += t2 - t1
+        decisions, self._to_launch = self._to_launch, []
         launches = self._launches
-        for run, d in decisions:
+        started = 0
+        for run, d, attempt in decisions:
             i = d.task.task
+            if run.detail[i] != TaskStatus.RUNNING or run.attempts[i] != attempt:
+                if run.attempts[i] == attempt:  # cancelled while its start was being written: it never ran
+                    self._execution(_Attempt(run, i, attempt, d.node, None, now, None), "cancelled", now,
+                                    error="cancelled before it started")
+                continue
             spec = run.specs[i]
-            launch = launches.get((run.run_id, i))
-            if launch is None:
-                t = d.task
-                launch = launches[(run.run_id, i)] = _Launch(
-                    _payload(run, i, 0), (t.cpus, t.memory, t.gpus, tuple(sorted(spec.resources.custom.items()))))
-            payload = launch.payload
-            payload.attempt = run.attempts[i]
-            parents = [self._parent_value(run, name) for name in payload.ref_names]
-            opts = self._options(*launch.resources, d.node)
-            ref = opts.remote(pack(payload.as_tuple()), *parents)
+            try:
+                launch = launches.get((run.run_id, i))
+                if launch is None:
+                    t = d.task
+                    launch = launches[(run.run_id, i)] = _Launch(
+                        _payload(run, i, 0), (t.cpus, t.memory, t.gpus, tuple(sorted(spec.resources.custom.items()))))
+                payload = launch.payload
+                payload.attempt = run.attempts[i]
+                parents = [self._parent_value(run, name) for name in payload.ref_names]
+                opts = self._options(*launch.resources, d.node)
+                ref = opts.remote(pack(payload.as_tuple()), *parents)
+            except Exception as exc:  # noqa: BLE001 - this task's fault (or its inputs'): fail it alone
+                self._launch_failed(run, i, d, exc, now)
+                continue
             # A task dispatched ahead gets its deadline when it takes a slot (`_start_clocks`).
             deadline = now + spec.timeout if spec.timeout and i not in run.ahead else None
             att = _Attempt(run, i, run.attempts[i], d.node, ref, now, deadline)
             self.running[ref] = att
             self._by_task[(run.run_id, i)] = att
+            started += 1
         self.timing["submit"] += time.perf_counter() - t2
-        self.metrics.started(len(decisions))
+        self.metrics.started(started)
+
+    def _launch_failed(self, run: RunState, i: int, d, exc: BaseException, now: float) -> None:
+        msg = f"Task '{run.dag.ids[i]}' could not be started: {type(exc).__name__}: {exc}"
+        log.error(msg, extra={"run_id": run.run_id, "task_id": run.dag.ids[i], "attempt": run.attempts[i]})
+        self._launches.pop((run.run_id, i), None)
+        att = _Attempt(run, i, run.attempts[i], d.node, None, now, None)
+        self.state.failed(run, i, d.node, msg, now, retryable=False)
+        self._execution(att, "failed", now, error=msg)
+        self.metrics.failed(1, "launch")
 
     def _complete(self, att: _Attempt, now: float, outcome: tuple | None = None) -> None:
         """An attempt ended; `outcome` is its (value, packed report), or None to fetch it here (and name the
@@ -725,8 +895,9 @@ class Orchestrator:
         if report.ok:
             result_ref = None
             if report.has_value:
-                # Persisted so that a resumed run can hand it to the children (small: inline; large: a file).
-                result_ref = self.store.save_result(run.run_id, run.dag.ids[i], value)
+                # Persisted (before the success is written) so that a resumed run can hand it to the children.
+                self._unsaved_results.append((run.run_id, run.dag.ids[i], value))
+                result_ref = result_codec.result_ref(run.run_id, run.dag.ids[i])
             self._value_refs[(run.run_id, i)] = att.ref
             self._launches.pop((run.run_id, i), None)
             self.state.succeeded(run, i, att.node, result_ref, now)
@@ -790,9 +961,17 @@ class Orchestrator:
         if now - self._last_sample < self.config.sample_every_s and not force:
             return
         self._last_sample = now
-        if self._metric_rows:
-            rows, self._metric_rows = self._metric_rows, []
-            self.store.record_metrics(rows)
+        if self.journal.blocked:
+            return  # the store is unreachable: metrics wait, the sample of this moment is not taken
+        try:
+            if self._metric_rows:
+                self.store.record_metrics(self._metric_rows)
+                self._metric_rows = []
+            self._record_sample(now)
+        except StoreError as exc:
+            log.warning("system sample not recorded: %s", exc)
+
+    def _record_sample(self, now: float) -> None:
         alive = [i for i, a in enumerate(self.node_alive) if a]
         cap_c = sum(self.nodes.cap_cpus[i] for i in alive)
         cap_m = sum(self.nodes.cap_memory[i] for i in alive)
@@ -813,6 +992,10 @@ class Orchestrator:
                         self._resync()
                 self._iteration()
                 self.loop_error = None
+            except StoreUnavailableError as exc:  # a read the loop needed: nothing was dropped, try again
+                self.loop_error = f"store unreachable: {exc}"
+                log.warning("orchestrator loop: %s; trying again", exc)
+                time.sleep(0.5)
             except Exception:  # noqa: BLE001 - keep the orchestrator alive, but say loudly what broke
                 self.loop_error = traceback.format_exc()
                 log.error("orchestrator loop error (state re-read from the store):\n%s", self.loop_error)
@@ -820,46 +1003,78 @@ class Orchestrator:
                 time.sleep(0.5)
 
     def _resync(self) -> None:
-        """After a failed write the in-memory state is ahead of the store, which is the truth: drop the
-        unrecorded changes and rebuild every active run from the store, keeping attempts still running."""
-        self.state.take_changes()
-        self._executions.clear()
-        self._decision_rows.clear()
-        live_by_run: dict[str, dict[int, _Attempt]] = {}
-        for att in self.running.values():
-            live_by_run.setdefault(att.run.run_id, {})[att.index] = att
-        self.state.clear_ahead()
+        """After an unexpected error in the loop, the store is the truth: write what the journal holds, then re-read
+        every tracked run from the store (keeping the attempts still running whose start is recorded) and rebuild
+        the free resources. If the store cannot be read now, nothing is dropped and the loop tries again later."""
+        if not self._flush(force=True) and len(self.journal):
+            return
         for run_id in list(self.state.by_run):
-            self.state.forget(run_id)
-        for view in self.state.views.values():
-            view.queue.__init__(view.queue.policy)
+            self._reload_run(run_id)
+        self._resume_all()
         for i in range(len(self.nodes)):
             if self.node_alive[i]:
                 self.nodes.free_cpus[i] = self.nodes.cap_cpus[i]
                 self.nodes.free_memory[i] = self.nodes.cap_memory[i]
                 self.nodes.free_gpus[i] = self.nodes.cap_gpus[i]
-        kept: dict[Any, _Attempt] = {}
-        for run_id in self.store.unfinished_workflows():
-            rec = self.store.get_workflow(run_id)
-            tasks = self.store.get_tasks(run_id)
-            stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at) for t in tasks}
-            live = {i: a for i, a in live_by_run.get(run_id, {}).items()
-                    if stored[a.run.dag.ids[i]][0] == TaskStatus.RUNNING}
-            run = self.state.admit(run_id, self.store.load_spec(run_id), time.time(), policy=rec.policy,
-                                   stored=stored, stored_status=rec.status, live=set(live))
-            for i, att in live.items():
-                att.run = run
-                run.attempts[i] = att.attempt
-                self.nodes.reserve(att.node, float(run.dag.cpus[i]), float(run.dag.memory[i]),
-                                   float(run.dag.gpus[i]))
-                kept[att.ref] = att
-        for ref, att in self.running.items():
-            if ref not in kept:
-                ray.cancel(att.ref, force=True)  # its start was never recorded
-        self.running = kept
-        self._by_task = {(a.run.run_id, a.index): a for a in kept.values()}
+        held = [(run, d.task.task, d.node) for run, d, _ in self._to_launch]
+        for run, i, node in [(a.run, a.index, a.node) for a in self.running.values()] + held:
+            if i not in run.ahead:
+                self.nodes.reserve(node, float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i]))
         self._needs_resync = False
-        self._flush()
+        self._flush(force=True)
+
+    def _reload_run(self, run_id: str) -> None:
+        """Replace a tracked run's in-memory state by the stored one. Its attempts whose start the store has stay
+        running; one whose start is not recorded is stopped; decided tasks not yet handed to Ray are dropped.
+        Raises StoreUnavailableError (nothing changed) if the store cannot be read."""
+        try:
+            loaded = self._read_run(run_id)
+        except StoreUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this run alone
+            loaded, error = None, f"cannot be re-read from the store: {type(exc).__name__}: {exc}"
+        else:
+            error = None
+        old = self.state.by_run.get(run_id)
+        live: dict[int, _Attempt] = {}
+        if old is not None:
+            stored = {t.task_id: t.status for t in loaded[2]} if loaded else {}
+            for i in range(old.dag.n):
+                att = self._by_task.get((run_id, i))
+                if att is None:
+                    continue
+                if stored.get(old.dag.ids[i]) == TaskStatus.RUNNING:
+                    live[i] = att
+                    continue
+                ray.cancel(att.ref, force=True)  # its start was never recorded
+                self.running.pop(att.ref, None)
+                self._by_task.pop((run_id, i), None)
+                self.state._release(old, i, att.node)
+            held = [x for x in self._to_launch if x[0] is old]
+            self._to_launch = [x for x in self._to_launch if x[0] is not old]
+            for run, d, _ in held:
+                self.state._release(run, d.task.task, d.node)
+            self.state.drop(old)
+        if error is not None:
+            for att in live.values():
+                ray.cancel(att.ref, force=True)
+                self.running.pop(att.ref, None)
+                self._by_task.pop((run_id, att.index), None)
+                self.state._release(att.run, att.index, att.node)
+            self._fail_stored_run(run_id, error)
+            return
+        if loaded is None:
+            return
+        rec, wf, tasks, failures = loaded
+        stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at) for t in tasks}
+        run = self.state.admit(run_id, wf, time.time(), policy=rec.policy, stored=stored, stored_status=rec.status,
+                               live=set(live), failures=failures)
+        for i, att in live.items():
+            att.run = run
+            run.attempts[i] = att.attempt
+            if old is not None and i in old.ahead:
+                run.ahead.add(i)
+        self.state.replace_in_ahead(old, run)
 
     def _gather(self, wait: float) -> tuple[list, list]:
         """The object refs of finished attempts and their outcomes (None where fetching failed).

@@ -43,3 +43,11 @@ def allocate(megabytes: int) -> int:
 
 def hang(seconds: float = 3600) -> None:
     time.sleep(seconds)
+
+
+def append_line(path: str, text: str, seconds: float = 0.0) -> str:
+    """Sleep `seconds`, then append `text` as a line to the file `path` (a side effect a test can count)."""
+    time.sleep(seconds)
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return text
