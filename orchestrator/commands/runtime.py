@@ -49,15 +49,15 @@ def _e(value) -> str:
 def _check_policies(policy: str | None, workflows, paths) -> None:
     """Unknown policies (--policy, or a workflow file's `policy:` where no --policy overrides it) are reported
     before Ray starts."""
-    from ..scheduling import get_policy
+    from ..scheduling import check_policy
 
     if policy:
-        get_policy(policy)
+        check_policy(policy)
         return
     for wf, path in zip(workflows, paths):
         if wf.policy:
             try:
-                get_policy(wf.policy)
+                check_policy(wf.policy)
             except PolicyError as exc:
                 raise PolicyError(f"{path}: workflow '{wf.name}' asks for policy '{wf.policy}': {exc}") from None
 
