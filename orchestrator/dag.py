@@ -16,7 +16,10 @@ from .model import Workflow, find_cycle
 class DagArrays:
     """A workflow's graph as arrays. Task i is `ids[i]`; edge e goes `src[e]` -> `dst[e]` (parent -> child).
 
-    `children_ptr/children` and `parents_ptr/parents` are CSR adjacency lists.
+    `children_ptr/children` and `parents_ptr/parents` are CSR adjacency lists. Besides the resource requests,
+    each task's scheduling attributes: its priority (higher first), retries and retry delay (NaN: the engine's
+    default base), and its custom-resource request (`custom`: one mapping per task, empty for none; None when
+    no task of the workflow requests any).
     """
 
     ids: tuple[str, ...]
@@ -31,6 +34,17 @@ class DagArrays:
     memory: np.ndarray  # bytes, float64
     gpus: np.ndarray
     index: dict[str, int] = field(repr=False)
+    priority: np.ndarray = field(default=None, repr=False)  # int64 (zeros when not given)
+    retries: np.ndarray = field(default=None, repr=False)  # int64 (zeros when not given)
+    retry_delay: np.ndarray = field(default=None, repr=False)  # float64 seconds, NaN = the engine's default
+    custom: tuple[dict[str, float], ...] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name, fill, dtype in (("priority", 0, np.int64), ("retries", 0, np.int64),
+                                  ("retry_delay", np.nan, np.float64)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, fill, dtype=dtype))
 
     @property
     def n(self) -> int:
@@ -49,6 +63,19 @@ class DagArrays:
 
     def parents_of(self, i: int) -> np.ndarray:
         return self.parents[self.parents_ptr[i]:self.parents_ptr[i + 1]]
+
+    def descendants(self, i: int) -> list[int]:
+        """Every task reachable from task i (not i itself), ascending: what a failure of i skips."""
+        ptr, children = self.children_ptr, self.children
+        seen: set[int] = set()
+        stack = [i]
+        while stack:
+            t = stack.pop()
+            for c in children[ptr[t]:ptr[t + 1]].tolist():
+                if c not in seen:
+                    seen.add(c)
+                    stack.append(c)
+        return sorted(seen)
 
 
 def _csr(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +116,12 @@ def dag_arrays(wf: Workflow, durations: np.ndarray | None = None) -> DagArrays:
         memory=np.array([t.resources.memory for t in wf.tasks], dtype=np.float64),
         gpus=np.array([t.resources.gpus for t in wf.tasks], dtype=np.float64),
         index=index,
+        priority=np.array([t.priority for t in wf.tasks], dtype=np.int64),
+        retries=np.array([t.retries for t in wf.tasks], dtype=np.int64),
+        retry_delay=np.array([np.nan if t.retry_delay is None else t.retry_delay for t in wf.tasks],
+                             dtype=np.float64),
+        custom=(tuple({k: float(v) for k, v in t.resources.custom.items()} for t in wf.tasks)
+                if any(t.resources.custom for t in wf.tasks) else None),
     )
 
 

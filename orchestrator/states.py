@@ -1,6 +1,7 @@
 """Task and workflow statuses and the one table of legal transitions between them.
 
-Every engine (the simulator's bookkeeping, the Ray runtime, the store) checks moves against this table.
+Every engine (the simulator's bookkeeping, the Ray runtime, the store) checks moves against this table; the
+simulator's hot loop checks them against `TASK_MOVES`, an integer-coded copy derived from it.
 """
 
 from __future__ import annotations
@@ -89,3 +90,32 @@ def workflow_transition(current: WorkflowStatus | str, new: WorkflowStatus | str
         raise InvalidTransitionError(
             f"Workflow cannot move from '{current.value}' to '{new.value}'"
         ) from None
+
+
+# ---- integer codes, for array bookkeeping -----------------------------------------------------------------------
+# A task status as a small integer (its position in `TaskStatus`), and every legal move as one byte of
+# `TASK_MOVES`: `TASK_MOVES[old * NUM_TASK_STATUSES + new]` is 1 when `TASK_TRANSITIONS` has (old, new). Derived
+# from the table above, so the two cannot disagree; a lookup is cheap enough for the simulator's event loop.
+TASK_STATUS_BY_CODE: tuple[TaskStatus, ...] = tuple(TaskStatus)
+TASK_CODE: dict[TaskStatus, int] = {status: code for code, status in enumerate(TASK_STATUS_BY_CODE)}
+NUM_TASK_STATUSES = len(TASK_STATUS_BY_CODE)
+(PENDING_CODE, READY_CODE, RUNNING_CODE, RETRYING_CODE, SUCCEEDED_CODE, FAILED_CODE, CANCELLED_CODE,
+ SKIPPED_CODE) = (TASK_CODE[s] for s in (TaskStatus.PENDING, TaskStatus.READY, TaskStatus.RUNNING,
+                                         TaskStatus.RETRYING, TaskStatus.SUCCEEDED, TaskStatus.FAILED,
+                                         TaskStatus.CANCELLED, TaskStatus.SKIPPED))
+
+
+def _task_moves() -> bytes:
+    moves = bytearray(NUM_TASK_STATUSES * NUM_TASK_STATUSES)
+    for old, new in TASK_TRANSITIONS:
+        moves[TASK_CODE[old] * NUM_TASK_STATUSES + TASK_CODE[new]] = 1
+    return bytes(moves)
+
+
+TASK_MOVES: bytes = _task_moves()
+
+
+def illegal_task_move(old: int, new: int) -> InvalidTransitionError:
+    """The error for a move between two coded statuses that `TASK_MOVES` refuses (raise it)."""
+    return InvalidTransitionError(f"Task cannot move from '{TASK_STATUS_BY_CODE[old].value}' to "
+                                  f"'{TASK_STATUS_BY_CODE[new].value}'")

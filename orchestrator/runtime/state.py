@@ -1,15 +1,17 @@
 """The runtime's in-memory bookkeeping of active workflow runs: task statuses, the ready queues, retries with
 backoff, failure propagation and cancellation. Pure Python (no Ray): every status move is checked against the
 transition table and recorded as a store `Change`, which the actor writes before it acts.
+
+It means by every state what the simulator means (`orchestrator/sim/conformance.py` checks that both take the
+same decisions): ready tasks made by `scheduling.interface.ready_task`, per-task priorities, allowed nodes from
+`scheduling.placement.allowed_nodes`, backoff from `scheduling.retry.RetryPolicy`, dispatch ahead from
+`scheduling.ahead`.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
 
@@ -19,49 +21,30 @@ from ..dag import DagAnalysis, analyse, dag_arrays
 from ..errors import PolicyError
 from ..model import TaskSpec, Workflow
 from ..scheduling import get_policy
+from ..scheduling.ahead import DispatchAhead
 from ..scheduling.interface import (
     EPS,
     TASK_DONE,
     TASK_FAILED,
-    TASK_PENDING,
-    TASK_READY,
-    TASK_RUNNING,
+    VIEW_CODE,
     Decision,
     NodeView,
     ReadyTask,
     SchedulingPolicy,
+    ready_task,
 )
+from ..scheduling.placement import allowed_nodes
 from ..scheduling.queue import ReadyQueue
+from ..scheduling.retry import RetryPolicy
 from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_transition
 from ..store.records import RunNote, TaskChange, WorkflowChange
 
 log = logging.getLogger("orchestrator.runtime")
 _seq_of = attrgetter("seq")
 
-_CODE = {
-    TaskStatus.PENDING: TASK_PENDING,
-    TaskStatus.READY: TASK_READY,
-    TaskStatus.RUNNING: TASK_RUNNING,
-    TaskStatus.RETRYING: TASK_PENDING,
-    TaskStatus.SUCCEEDED: TASK_DONE,
-    TaskStatus.FAILED: TASK_FAILED,
-    TaskStatus.CANCELLED: TASK_FAILED,
-    TaskStatus.SKIPPED: TASK_FAILED,
-}
+_CODE = VIEW_CODE  # TaskStatus -> the JobView.status code policies read
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with jitter: delay = base * 2^(attempt-1) * (1 + jitter * U[0,1)), capped."""
-
-    base: float = 1.0
-    cap: float = 300.0
-    jitter: float = 0.5
-    system_retries: int = 3  # extra attempts after a node or worker died (not the task's fault)
-
-    def delay(self, attempt: int, rng: random.Random, base: float | None = None) -> float:
-        b = self.base if base is None else base
-        return min(self.cap, b * (2 ** max(attempt - 1, 0))) * (1.0 + self.jitter * rng.random())
+__all__ = ["RetryPolicy", "RunState", "RuntimeState"]  # RetryPolicy lives in scheduling.retry (shared)
 
 
 class RunState:
@@ -76,10 +59,14 @@ class RunState:
         self.workflow = wf
         self.specs: list[TaskSpec] = list(wf.tasks)
         self.arrival = arrival
-        self.priority = max((t.priority for t in wf.tasks), default=0)
+        self.priority = max((t.priority for t in wf.tasks), default=0)  # a job's priority: its highest task's
         self.policy_name = policy_name
         self.dag = dag
         self.predicted = np.array([t.duration if t.duration is not None else default_duration for t in wf.tasks])
+        # Per-task lists, as `ready_task` reads them (`pred` follows `predicted`).
+        self.cpus, self.memory, self.gpus = dag.cpus.tolist(), dag.memory.tolist(), dag.gpus.tolist()
+        self.pred: list[float] = self.predicted.tolist()
+        self.task_priority: list[int] = dag.priority.tolist()
         self.status = bytearray(dag.n)
         self.detail: list[TaskStatus] = [TaskStatus.PENDING] * dag.n
         self.status_counts: dict[TaskStatus, int] = {s: 0 for s in TaskStatus}
@@ -91,6 +78,7 @@ class RunState:
         self.failures = [0] * dag.n  # attempts that failed by the task's own fault (they use up `retries`)
         self.system_failures = [0] * dag.n  # attempts lost with their worker or node (not the task's fault)
         self.next_attempt_at: dict[int, float] = {}
+        self.retry_order: dict[int, int] = {}  # task -> when its retry was scheduled (orders retries due at once)
         self.ready_tasks: dict[int, ReadyTask] = {}
         self.errors: dict[int, str] = {}
         self.result_refs: list[str | None] = [None] * dag.n
@@ -113,17 +101,13 @@ class RunState:
         return {s.value: n for s, n in self.status_counts.items() if n}
 
     def descendants(self, i: int) -> list[int]:
-        seen, stack = set(), [i]
-        while stack:
-            for c in self.dag.children_of(stack.pop()).tolist():
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
-        return sorted(seen)
+        return self.dag.descendants(i)
 
 
 class _PolicyView:
     """The `SchedulingState` one policy sees: all active runs, the shared nodes, its own ready queue."""
+
+    max_predicted = None  # every ready task is offered
 
     def __init__(self, owner: "RuntimeState", queue: ReadyQueue):
         self._owner = owner
@@ -149,33 +133,18 @@ class _PolicyView:
         return len(self.queue)
 
 
-class _AheadView(_PolicyView):
-    """The state a policy sees in the dispatch-ahead pass: the nodes' ahead allowance as their free resources,
-    and only the ready tasks short enough to be queued behind running ones."""
-
-    def __init__(self, owner: "RuntimeState", queue: ReadyQueue, nodes: NodeView, max_seconds: float):
-        super().__init__(owner, queue)
-        self._nodes = nodes
-        self._max_seconds = max_seconds
-
-    @property
-    def nodes(self) -> NodeView:
-        return self._nodes
-
-    def ready(self, max_cpus: float | None = None) -> Iterator[ReadyTask]:
-        limit = self._max_seconds
-        return (t for t in self.queue.iter(max_cpus) if t.predicted <= limit)
-
-
 class RuntimeState:
     """All active runs of one orchestrator, with one ready queue per policy in use.
 
-    Dispatch ahead (`ahead` > 0): once the policy has filled every free slot, it may also commit short ready tasks
-    (predicted at most `ahead_max_s`) to nodes beyond their free capacity, up to `ahead` x the node's resources.
-    They wait in Ray's queue for that node in the policy's order and start the moment a slot frees, on the worker
-    just released, without a round trip through the orchestrator. A task that becomes ready later can thus wait
-    behind at most that much short work per node. Their slot is accounted when a task of the node ends
-    (`promoted`).
+    Dispatch ahead (`ahead` > 0, `scheduling.ahead`): once the policy has filled every free slot, it may also
+    commit short ready tasks (predicted at most `ahead_max_s`) to nodes beyond their free capacity, up to `ahead` x
+    the node's resources. They wait in Ray's queue for that node in the policy's order and start the moment a slot
+    frees, on the worker just released, without a round trip through the orchestrator. A task that becomes ready
+    later can thus wait behind at most that much short work per node. Their slot is accounted when a task of the
+    node ends, or at once when the node has room for them at the end of the round (`promoted`).
+
+    Custom resources: a task may go to the nodes `node_filter(request)` names when the engine sets it, else to
+    those of `nodes.custom` that offer its request (`allowed_nodes`).
     """
 
     def __init__(self, nodes: NodeView, default_policy: str = "srpt-cp", retry: RetryPolicy | None = None,
@@ -183,15 +152,12 @@ class RuntimeState:
         if ahead < 0 or ahead_max_s < 0:
             raise ValueError(f"dispatch ahead must be >= 0 (got ahead={ahead}, ahead_max_s={ahead_max_s})")
         self.nodes = nodes
-        self.ahead_fraction = ahead
-        self.ahead_max_s = ahead_max_s
-        self.ahead_queue: dict[int, deque[tuple[RunState, int]]] = {}  # node -> tasks queued there, in order
-        self.ahead_used: dict[int, list[float]] = {}  # node -> [cpus, memory, gpus] committed ahead
-        self.promoted: list[tuple[RunState, int]] = []  # ahead tasks that took a freed slot (for timeouts)
+        self.ahead = DispatchAhead(ahead, ahead_max_s)  # items: (run, task)
+        self.promoted: list[tuple[RunState, int]] = []  # ahead tasks that took a slot (for timeouts)
         self.default_policy = default_policy
         get_policy(default_policy)  # fail early on an unknown name
         self.retry = retry or RetryPolicy()
-        self.rng = random.Random(seed)
+        self.seed = seed  # of the policies (`reset`) and of the retry jitter
         self.default_duration = default_duration
         self.now = 0.0
         self.jobs: dict[int, RunState] = {}
@@ -204,6 +170,7 @@ class RuntimeState:
         self.node_filter = None
         self._next_index = 0
         self._ready_seq = 0
+        self._retry_seq = 0
 
     # ---- recording -------------------------------------------------------------------------------------
     def take_changes(self) -> list[TaskChange | WorkflowChange | RunNote]:
@@ -231,7 +198,7 @@ class RuntimeState:
         view = self.views.get(name)
         if view is None:
             policy = get_policy(name)
-            policy.reset(0)
+            policy.reset(self.seed)
             self.policies[name] = policy
             view = self.views[name] = _PolicyView(self, ReadyQueue(policy))
         return view
@@ -289,6 +256,8 @@ class RuntimeState:
                     run.pending[c] -= 1
             elif status == TaskStatus.RETRYING:
                 run.next_attempt_at[i] = next_at if next_at is not None else now
+                self._retry_seq += 1
+                run.retry_order[i] = self._retry_seq
         for i in range(run.dag.n):
             status = run.detail[i]
             if status == TaskStatus.RUNNING and live and i in live:
@@ -307,13 +276,17 @@ class RuntimeState:
     # ---- readiness -----------------------------------------------------------------------------------------
     def _enqueue(self, run: RunState, i: int) -> None:
         self._ready_seq += 1
-        dag = run.dag
-        custom = run.specs[i].resources.custom
-        allowed = self.node_filter(custom) if custom and self.node_filter is not None else None
-        task = ReadyTask(run.id, i, float(dag.cpus[i]), float(dag.memory[i]), float(dag.gpus[i]),
-                         float(run.predicted[i]), self.now, self._ready_seq, run.specs[i].priority, allowed)
+        task = ready_task(run, i, self.now, self._ready_seq, self.allowed(run.specs[i].resources.custom))
         run.ready_tasks[i] = task
         self.views[run.policy_name].queue.push(task, run)
+
+    def allowed(self, custom: dict[str, float]) -> frozenset[int] | None:
+        """The nodes a task with this custom-resource request may run on; None: any."""
+        if not custom:
+            return None
+        if self.node_filter is not None:
+            return self.node_filter(custom)
+        return allowed_nodes(self.nodes.custom, custom)
 
     def _make_ready(self, run: RunState, i: int) -> None:
         self._move(run, i, TaskStatus.READY)
@@ -325,15 +298,17 @@ class RuntimeState:
             self.views[run.policy_name].queue.remove(task)
 
     def promote_due_retries(self, now: float) -> int:
+        """Retrying tasks whose backoff is over become ready: in the order they fell due, ties in the order their
+        retries were scheduled (as in the simulator)."""
         self.now = now
-        moved = 0
-        for run in list(self.jobs.values()):
-            due = [i for i, t in run.next_attempt_at.items() if t <= now]
-            for i in due:
-                del run.next_attempt_at[i]
-                self._make_ready(run, i)
-                moved += 1
-        return moved
+        due = sorted((t, run.retry_order.get(i, 0), run.id, i) for run in self.jobs.values()
+                     for i, t in run.next_attempt_at.items() if t <= now)
+        for _, _, index, i in due:
+            run = self.jobs[index]
+            del run.next_attempt_at[i]
+            run.retry_order.pop(i, None)
+            self._make_ready(run, i)
+        return len(due)
 
     def next_retry_time(self) -> float | None:
         times = [t for run in self.jobs.values() for t in run.next_attempt_at.values()]
@@ -347,16 +322,18 @@ class RuntimeState:
         go on under the fallback policy (`fallback_for`), and each run records why (`workflow.policy_fallback`)."""
         self.now = now
         out: list[tuple[RunState, Decision]] = []
+        free_cpus = self.nodes.free_cpus
         for name, view in list(self.views.items()):
-            if len(view.queue):
+            if len(view.queue) and free_cpus and max(free_cpus) > EPS:  # as the simulator: only with a cpu free
                 self._decide(name, view, self.nodes, out, ahead=False)
-        if self.ahead_fraction > 0 and any(len(v.queue) for v in self.views.values()):
-            nodes = self._ahead_nodes()
-            if nodes.free_cpus and max(nodes.free_cpus) > EPS:
-                for name, view in list(self.views.items()):
-                    if len(view.queue):
-                        self._decide(name, _AheadView(self, view.queue, nodes, self.ahead_max_s), nodes, out,
-                                     ahead=True)
+        if self.ahead.enabled:
+            for name, view in list(self.views.items()):
+                ahead_view = self.ahead.view(view)
+                if ahead_view is not None and name in self.views:
+                    self._decide(name, ahead_view, ahead_view.nodes, out, ahead=True)
+            for _, (run, i) in self.ahead.promote_all(self.nodes):
+                run.ahead.discard(i)
+                self.promoted.append((run, i))
         return out
 
     def _decide(self, name: str, view: _PolicyView, nodes: NodeView, out: list, ahead: bool) -> None:
@@ -369,11 +346,7 @@ class RuntimeState:
             run = self.jobs[t.job]
             nodes.reserve(node, t.cpus, t.memory, t.gpus)
             if ahead:
-                used = self.ahead_used.setdefault(node, [0.0, 0.0, 0.0])
-                used[0] += t.cpus
-                used[1] += t.memory
-                used[2] += t.gpus
-                self.ahead_queue.setdefault(node, deque()).append((run, t.task))
+                self.ahead.commit(node, (run, t.task), t.cpus, t.memory, t.gpus)
                 run.ahead.add(t.task)
             self._dequeue(run, t.task)
             run.attempts[t.task] += 1
@@ -448,8 +421,10 @@ class RuntimeState:
             return
         for i, v in values.items():
             run.predicted[i] = v
-        done = np.frombuffer(run.status, np.int8) == TASK_DONE
-        run.remaining_work = float((run.predicted * run.dag.cpus)[~done].sum())
+            run.pred[i] = float(v)
+        codes = np.frombuffer(run.status, np.int8)
+        ended = (codes == TASK_DONE) | (codes == TASK_FAILED)  # succeeded, failed, skipped: no work remains
+        run.remaining_work = float((run.predicted * run.dag.cpus)[~ended].sum())
         run.__dict__.pop("analysis", None)
         view = self.views.get(run.policy_name)
         if view is None:
@@ -460,22 +435,8 @@ class RuntimeState:
             view.queue.push(t, run)
         view.queue.update_job(run)
 
-    def _ahead_nodes(self) -> NodeView:
-        """Each node's remaining ahead allowance, as free resources (none on a node that left)."""
-        n, f = self.nodes, self.ahead_fraction
-        view = NodeView(n.names, n.cap_cpus, n.cap_memory, n.cap_gpus)
-        for i in range(len(n)):
-            used = self.ahead_used.get(i, (0.0, 0.0, 0.0))
-            if n.free_cpus[i] < -1e17:  # a node that left the cluster
-                view.free_cpus[i] = view.free_memory[i] = view.free_gpus[i] = -1e18
-                continue
-            view.free_cpus[i] = f * n.cap_cpus[i] - used[0]
-            view.free_memory[i] = f * n.cap_memory[i] - used[1]
-            view.free_gpus[i] = f * n.cap_gpus[i] - used[2]
-        return view
-
     def num_ahead(self) -> int:
-        return sum(len(q) for q in self.ahead_queue.values())
+        return len(self.ahead)
 
     def take_promoted(self) -> list[tuple[RunState, int]]:
         out, self.promoted = self.promoted, []
@@ -483,32 +444,14 @@ class RuntimeState:
 
     def _promote(self, node: int) -> None:
         """A slot of `node` freed: the tasks queued ahead there take it, in order, as far as they fit."""
-        q = self.ahead_queue.get(node)
-        nodes = self.nodes
-        while q:
-            run, i = q[0]
-            c, m, g = float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i])
-            if not nodes.fits(node, c, m, g):
-                break
-            q.popleft()
-            self._unahead(run, i, node, c, m, g)
-            nodes.reserve(node, c, m, g)
+        for run, i in self.ahead.promote(node, self.nodes):
+            run.ahead.discard(i)
             self.promoted.append((run, i))
-
-    def _unahead(self, run: RunState, i: int, node: int, c: float, m: float, g: float) -> None:
-        run.ahead.discard(i)
-        used = self.ahead_used[node]
-        used[0] -= c
-        used[1] -= m
-        used[2] -= g
 
     def clear_ahead(self) -> None:
         """Forget the ahead bookkeeping (the engine then reserves every live attempt as holding a slot)."""
-        for q in self.ahead_queue.values():
-            for run, i in q:
-                run.ahead.discard(i)
-        self.ahead_queue.clear()
-        self.ahead_used.clear()
+        for run, i in self.ahead.clear():
+            run.ahead.discard(i)
         self.promoted.clear()
 
     def num_ready(self) -> int:
@@ -548,34 +491,38 @@ class RuntimeState:
             run.failures[i] += 1
             can_retry = retryable and run.failures[i] <= spec.retries
         if can_retry and not run.cancel_requested:
-            delay = 0.0 if system else self.retry.delay(run.failures[i], self.rng, spec.retry_delay)
+            delay = 0.0 if system else self.retry.delay(run.failures[i], spec.retry_delay, seed=self.seed,
+                                                        job=run.id, task=i)
             next_at = now + delay
             self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=next_at)
             run.next_attempt_at[i] = next_at
+            self._retry_seq += 1
+            run.retry_order[i] = self._retry_seq
             return "retrying"
         run.errors[i] = error
         self._move(run, i, TaskStatus.FAILED, error=error)
+        cpus = run.dag.cpus
+        run.remaining_work -= float(run.predicted[i] * cpus[i])  # failed and skipped tasks have no work left
         cause = f"upstream task '{run.dag.ids[i]}' failed"
         for d in run.descendants(i):
             if run.detail[d] in (TaskStatus.PENDING, TaskStatus.READY):
                 self._dequeue(run, d)
                 self._move(run, d, TaskStatus.SKIPPED, error=cause)
+                run.remaining_work -= float(run.predicted[d] * cpus[d])
+        view = self.views.get(run.policy_name)
+        if view is not None:
+            view.queue.update_job(run)
         self._maybe_finish(run)
         return "failed"
 
     def _release(self, run: RunState, i: int, node: int) -> None:
-        c, m, g = float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i])
+        c, m, g = run.cpus[i], run.memory[i], run.gpus[i]
         if i in run.ahead:  # ended while still queued ahead (cancelled, lost): it never held a slot
-            q = self.ahead_queue.get(node)
-            if q is not None:
-                try:
-                    q.remove((run, i))
-                except ValueError:
-                    pass
-            self._unahead(run, i, node, c, m, g)
+            run.ahead.discard(i)
+            self.ahead.withdraw(node, (run, i), c, m, g)
             return
         self.nodes.release(node, c, m, g)
-        if self.ahead_queue.get(node):
+        if self.ahead.queues.get(node):
             self._promote(node)
 
     def cancel(self, run: RunState, now: float) -> list[int]:
@@ -587,6 +534,7 @@ class RuntimeState:
             if status in (TaskStatus.PENDING, TaskStatus.READY, TaskStatus.RETRYING):
                 self._dequeue(run, i)
                 run.next_attempt_at.pop(i, None)
+                run.retry_order.pop(i, None)
                 self._move(run, i, TaskStatus.CANCELLED, error="workflow cancelled")
             elif status == TaskStatus.RUNNING:
                 running.append(i)
@@ -618,6 +566,7 @@ class RuntimeState:
         for i in list(run.ready_tasks):
             self._dequeue(run, i)
         run.next_attempt_at.clear()
+        run.retry_order.clear()
         self.jobs.pop(run.id, None)
         if self.by_run.get(run.run_id) is run:
             del self.by_run[run.run_id]
@@ -626,10 +575,10 @@ class RuntimeState:
         """After a run was re-read: its tasks queued ahead at their nodes belong to the new run object."""
         if old is None:
             return
-        for q in self.ahead_queue.values():
-            for k, (r, i) in enumerate(q):
+        for q in self.ahead.queues.values():
+            for k, ((r, i), c, m, g) in enumerate(q):
                 if r is old:
-                    q[k] = (new, i)
+                    q[k] = ((new, i), c, m, g)
 
     def forget(self, run_id: str) -> None:
         run = self.by_run.pop(run_id, None)

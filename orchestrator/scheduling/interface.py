@@ -11,11 +11,15 @@ from __future__ import annotations
 from abc import ABC
 from itertools import islice
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
 from ..dag import DagAnalysis, DagArrays
+from ..states import TASK_STATUS_BY_CODE, TaskStatus
+
+if TYPE_CHECKING:
+    from .queue import ReadyQueue
 
 EPS = 1e-9
 
@@ -44,6 +48,29 @@ class ReadyTask:
         return f"ReadyTask(job={self.job}, task={self.task}, cpus={self.cpus}, predicted={self.predicted:.3g})"
 
 
+_new_ready_task = ReadyTask.__new__
+
+
+def ready_task(job: Any, t: int, now: float, seq: int, allowed: frozenset[int] | None) -> ReadyTask:
+    """Task `t` of `job` entering the ready set at `now`, the `seq`-th task of the engine to do so: the one way
+    both engines make a `ReadyTask`. `job` holds per-task lists `cpus`, `memory`, `gpus`, `pred` (predicted
+    seconds) and `task_priority` (the user's priority of each task); `allowed` is what `allowed_nodes` says of
+    the task's custom-resource request. (Fields set directly: this runs once per task in the simulator's loop.)"""
+    rt = _new_ready_task(ReadyTask)
+    rt.job = job.id
+    rt.task = t
+    rt.cpus = job.cpus[t]
+    rt.memory = job.memory[t]
+    rt.gpus = job.gpus[t]
+    rt.predicted = job.pred[t]
+    rt.ready_time = now
+    rt.seq = seq
+    rt.priority = job.task_priority[t]
+    rt.allowed = allowed
+    rt.key = ()
+    return rt
+
+
 class Decision(NamedTuple):
     """Start `task` on node index `node`. Engines unpack decisions as `(task, node)` pairs, so a policy may
     return plain pairs (the default list scheduler does, in its hot loop)."""
@@ -53,11 +80,13 @@ class Decision(NamedTuple):
 
 
 class NodeView:
-    """Capacities and live free resources per node (plain lists: policies read single entries in hot loops)."""
+    """Capacities and live free resources per node (plain lists: policies read single entries in hot loops), and
+    the custom resources each node offers (`custom`, what `allowed_nodes` reads)."""
 
-    __slots__ = ("names", "cap_cpus", "cap_memory", "cap_gpus", "free_cpus", "free_memory", "free_gpus")
+    __slots__ = ("names", "cap_cpus", "cap_memory", "cap_gpus", "free_cpus", "free_memory", "free_gpus", "custom")
 
-    def __init__(self, names: list[str], cpus: list[float], memory: list[float], gpus: list[float]):
+    def __init__(self, names: list[str], cpus: list[float], memory: list[float], gpus: list[float],
+                 custom: list[dict[str, float]] | None = None):
         self.names = list(names)
         self.cap_cpus = [float(c) for c in cpus]
         self.cap_memory = [float(m) for m in memory]
@@ -65,6 +94,7 @@ class NodeView:
         self.free_cpus = list(self.cap_cpus)
         self.free_memory = list(self.cap_memory)
         self.free_gpus = list(self.cap_gpus)
+        self.custom = [dict(c) for c in custom] if custom is not None else [{} for _ in self.names]
 
     def __len__(self) -> int:
         return len(self.names)
@@ -99,18 +129,32 @@ class JobView(Protocol):
     remaining_tasks: int
 
 
-# Task status codes in JobView.status (compact mirror of states.TaskStatus for array use).
+# Task status codes in JobView.status: a compact view of states.TaskStatus for policies (a retrying task is
+# pending again; cancelled and skipped tasks count as failed).
 TASK_PENDING, TASK_READY, TASK_RUNNING, TASK_DONE, TASK_FAILED = 0, 1, 2, 3, 4
+VIEW_CODE: dict[TaskStatus, int] = {
+    TaskStatus.PENDING: TASK_PENDING, TaskStatus.RETRYING: TASK_PENDING, TaskStatus.READY: TASK_READY,
+    TaskStatus.RUNNING: TASK_RUNNING, TaskStatus.SUCCEEDED: TASK_DONE, TaskStatus.FAILED: TASK_FAILED,
+    TaskStatus.CANCELLED: TASK_FAILED, TaskStatus.SKIPPED: TASK_FAILED,
+}
+VIEW_OF_CODE = bytes(VIEW_CODE[s] for s in TASK_STATUS_BY_CODE)  # states.TASK_CODE -> JobView.status code
 
 
 class SchedulingState(Protocol):
+    """What a policy sees. Both engines offer it: the simulator (the `Simulation` itself), the runtime (one view
+    per policy), and in the dispatch-ahead pass `ahead.AheadView` (allowances as free resources, only short
+    tasks offered)."""
+
     now: float
     nodes: NodeView
     jobs: Mapping[int, JobView]
+    queue: "ReadyQueue"  # the policy's ready queue: `ready()` iterates it; the default `schedule` walks it
+    max_predicted: float | None  # only tasks predicted to take at most this long are offered; None: all
 
     def ready(self, max_cpus: float | None = None) -> Iterable[ReadyTask]:
-        """Ready tasks in the policy's queue order. With `max_cpus` the engine may leave out tasks that request
-        more cpus (a hint to skip what cannot fit; the order of the rest is unchanged)."""
+        """Ready tasks in the policy's queue order (those offered: see `max_predicted`). With `max_cpus` the engine
+        may leave out tasks that request more cpus (a hint to skip what cannot fit; the order of the rest is
+        unchanged)."""
 
     @property
     def num_ready(self) -> int: ...
@@ -121,7 +165,8 @@ class SchedulingPolicy(ABC):
     policy orders jobs first), and may override `place` (which node) or `schedule` (everything).
 
     The default `schedule` is list scheduling: walk the ready tasks in queue order and start each on the node
-    `place` picks, skipping tasks that fit nowhere, until the cluster is full.
+    `place` picks, skipping tasks that fit nowhere, until the cluster is full (`ReadyQueue.walk`, the one
+    implementation: the simulator's fast path runs the same walk on its live resources).
     """
 
     name: str = "base"
@@ -151,35 +196,13 @@ class SchedulingPolicy(ABC):
     def schedule(self, state: SchedulingState) -> list[Decision]:
         nodes = state.nodes
         free_c = list(nodes.free_cpus)
-        free_m = list(nodes.free_memory)
-        free_g = list(nodes.free_gpus)
-        limit = max(free_c) + EPS  # a task needing more cpus than this fits nowhere
-        if limit < 2 * EPS:
-            return []
-        decisions: list[Decision] = []
-        misses = 0
-        scan_limit = self.scan_limit
-        place = self.place
-        for task in state.ready(limit):
-            if task.cpus > limit:
-                misses += 1
-                if misses >= scan_limit:
-                    break
-                continue
-            node = place(task, nodes, free_c, free_m, free_g)
-            if node is None:
-                misses += 1
-                if misses >= scan_limit:
-                    break
-                continue
-            free_c[node] -= task.cpus
-            free_m[node] -= task.memory
-            free_g[node] -= task.gpus
-            decisions.append((task, node))  # a Decision's fields, without the named-tuple construction cost
-            limit = max(free_c) + EPS
-            if limit < 2 * EPS:
-                break  # no cpu left anywhere (a zero-cpu task waits for the next round)
-        return decisions
+        most = max(free_c, default=0.0)
+        if most + EPS < 2 * EPS:
+            return []  # no cpu free anywhere (a zero-cpu task waits for the next round)
+        place = None if type(self).place is SchedulingPolicy.place else self.place
+        started, _ = state.queue.walk(nodes, free_c, list(nodes.free_memory), list(nodes.free_gpus), most,
+                                      self.scan_limit, place, take=False, max_predicted=state.max_predicted)
+        return started  # (task, node) pairs: a Decision's fields, without the named-tuple construction cost
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description}

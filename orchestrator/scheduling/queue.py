@@ -8,13 +8,13 @@ order only sorts what is actually looked at.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from heapq import heapify, heappop, heappush, merge
 from operator import itemgetter
 
 from sortedcontainers import SortedList
 
-from .interface import EPS, JobView, NodeView, ReadyTask, SchedulingPolicy, first_fit
+from .interface import EPS, JobView, NodeView, ReadyTask, SchedulingPolicy
 
 
 _task_of = itemgetter(2)
@@ -104,64 +104,17 @@ class _OrderedTasks:
         return [e[2] for e in gone]
 
 
-def _head(tasks: _OrderedTasks, i: int) -> tuple | None:
-    """The entry at walk position i of an ordered list (moving it from the heap to the front), None at the end."""
-    front = tasks.front
-    if i < len(front):
-        return front[i]
+def _next_entry(tasks: _OrderedTasks) -> tuple | None:
+    """Move the least entry of the heap to the end of the front and return it; None when the heap is empty."""
     heap, dead = tasks.heap, tasks.dead
     while heap:
         entry = heappop(heap)
         if dead and entry[1] in dead:
             dead.discard(entry[1])
             continue
-        front.append(entry)
+        tasks.front.append(entry)
         return entry
     return None
-
-
-def _walk_merged(sources: list[_OrderedTasks], nodes: NodeView, most: float, scan_limit: int, place,
-                 started: list) -> float:
-    """List scheduling (as in `ReadyQueue.list_scheduler`) over several ordered lists merged into one order (a
-    flat queue's cpu classes); returns the new `most`."""
-    free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
-    limit = most + EPS
-    pos = [0] * len(sources)
-    heads = [_head(s, 0) for s in sources]
-    misses = 0
-    while True:
-        best = -1
-        best_entry = None
-        for j, entry in enumerate(heads):
-            if entry is not None and (best_entry is None or entry < best_entry):
-                best, best_entry = j, entry
-        if best < 0:
-            return most
-        src = sources[best]
-        task = best_entry[2]
-        node = None
-        if task.cpus <= limit:
-            node = (first_fit(task, free_c, free_m, free_g) if place is None
-                    else place(task, nodes, free_c, free_m, free_g))
-        if node is None:
-            pos[best] += 1
-            misses += 1
-            if misses >= scan_limit:
-                return most
-        else:
-            del src.front[pos[best]]
-            src.size -= 1
-            old = free_c[node]
-            free_c[node] = left = old - task.cpus
-            free_m[node] -= task.memory
-            free_g[node] -= task.gpus
-            started.append((task, node))
-            if old >= most or left > most:
-                most = max(free_c)
-            limit = most + EPS
-            if limit < 2 * EPS:
-                return most
-        heads[best] = _head(src, pos[best])
 
 
 class ReadyQueue:
@@ -258,8 +211,11 @@ class ReadyQueue:
         self._size -= len(gone)
         return gone
 
-    def iter(self, max_cpus: float | None = None) -> Iterator[ReadyTask]:
-        """Ready tasks in queue order; with `max_cpus`, a flat queue may leave out tasks requesting more."""
+    def iter(self, max_cpus: float | None = None, max_predicted: float | None = None) -> Iterator[ReadyTask]:
+        """Ready tasks in queue order; with `max_cpus`, a flat queue may leave out tasks requesting more; with
+        `max_predicted`, only tasks predicted to take at most that long."""
+        if max_predicted is not None:
+            return (t for t in self.iter(max_cpus) if t.predicted <= max_predicted)
         if self.by_job:
             return self._iter_by_job()
         if len(self._classes) == 1:
@@ -279,105 +235,116 @@ class ReadyQueue:
     def __iter__(self) -> Iterator[ReadyTask]:
         return self.iter()
 
-    def list_scheduler(self, nodes: NodeView, scan_limit: int,
-                       place) -> Callable[[float], tuple[list[tuple[ReadyTask, int]], float]]:
-        """The default `SchedulingPolicy.schedule` (list scheduling) fused with removing what it starts, as a
-        function `start(most)` bound to the engine's nodes (the simulator calls it once per batch of events).
+    def walk(self, nodes: NodeView, free_c: list[float], free_m: list[float], free_g: list[float], most: float,
+             scan_limit: int, place, take: bool,
+             max_predicted: float | None = None) -> tuple[list[tuple[ReadyTask, int]], float]:
+        """List scheduling, the one implementation: walk the ready tasks in queue order and start each on the
+        node `place` picks (None: first fit, inline), reserving it on `free_c/free_m/free_g`, until `scan_limit`
+        tasks fit nowhere or no cpu is left. `most` is `max(free_c)`; tasks of more cpus than that are passed
+        over, and a flat queue does not even look at cpu classes above it. With `max_predicted`, tasks predicted
+        to take longer are not offered (passed over without counting). Returns the (task, node) pairs in order
+        and the new `max(free_c)`.
 
-        `start(most)` walks the ready tasks exactly as `schedule(state)` walks `iter(limit)` and reserves each
-        started task directly on `nodes`' free lists. `most` is `max(nodes.free_cpus)` (> EPS); `place` is the
-        policy's `place`, or None for the default first fit. It returns the (task, node) pairs in order and the
-        new `max(nodes.free_cpus)`: the same decisions, free resources and queue contents as `schedule` then
-        `remove` of each, without the iterator chain, the tentative copies and a second pass.
+        The default `SchedulingPolicy.schedule` walks with `take=False` on copies of the free resources; the
+        simulator's fast path with `take=True` on its live ones, which also removes what starts from the queue.
         """
-        free_c, free_m, free_g = nodes.free_cpus, nodes.free_memory, nodes.free_gpus
-        node_range = range(len(free_c))
-        classes, by_job = self._classes, self.by_job
-        job_tasks, job_key, jobs = self._job_tasks, self._job_key, self._jobs
+        started: list[tuple[ReadyTask, int]] = []
+        limit = most + EPS  # a task needing more cpus than this fits nowhere
         two_eps = 2 * EPS
-
-        def start(most: float) -> tuple[list[tuple[ReadyTask, int]], float]:
-            started: list[tuple[ReadyTask, int]] = []
-            if by_job:
-                order = [(job_tasks[job_id], job_id) for _, job_id in jobs]
-            elif len(classes) == 1:
-                order = [(tasks, None) for tasks in classes.values()]
-            else:  # as `iter(max_cpus=most + EPS)`: only the cpu classes that can fit
-                cutoff = most + EPS + 1e-9
-                first = sources = None
-                for cpus, tasks in self._by_cpus:
-                    if cpus > cutoff:
-                        break
-                    if tasks.size:
-                        if first is None:
-                            first = tasks
-                        elif sources is None:
-                            sources = [first, tasks]
-                        else:
-                            sources.append(tasks)
-                if sources is not None:
-                    most = _walk_merged(sources, nodes, most, scan_limit, place, started)
-                    self._size -= len(started)
-                    return started, most
-                if first is None:
-                    return started, most
-                order = ((first, None),)
-            limit = most + EPS  # a task needing more cpus than this fits nowhere
-            misses = 0
-            done = False
-            for tasks, job_id in order:
-                front, heap, dead = tasks.front, tasks.heap, tasks.dead
-                i = 0
-                while True:
-                    if i == len(front):  # walked past everything sorted so far: the next entry is off the heap
-                        if not heap:
-                            break
-                        entry = heappop(heap)
-                        if dead and entry[1] in dead:
-                            dead.discard(entry[1])
-                            continue
-                        front.append(entry)
-                    task = front[i][2]
-                    node = None
-                    if task.cpus <= limit:
-                        if place is None:  # first fit, inline
-                            c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
-                            allowed = task.allowed
-                            for k in node_range:
-                                if free_c[k] >= c and free_m[k] >= m and free_g[k] >= g and (
-                                        allowed is None or k in allowed):
-                                    node = k
-                                    break
-                        else:
-                            node = place(task, nodes, free_c, free_m, free_g)
-                    if node is None:
-                        i += 1
-                        misses += 1
-                        if misses >= scan_limit:
-                            done = True
-                            break
-                        continue
-                    del front[i]
-                    tasks.size -= 1
-                    old = free_c[node]
-                    free_c[node] = left = old - task.cpus
-                    free_m[node] -= task.memory
-                    free_g[node] -= task.gpus
-                    started.append((task, node))
-                    if old >= most or left > most:  # the node with the most free shrank (or a negative request)
-                        most = max(free_c)
-                        limit = most + EPS
-                        if limit < two_eps:  # no cpu left anywhere (a zero-cpu task waits for the next round)
-                            done = True
-                            break
-                if job_id is not None and not tasks.size:
-                    jobs.remove(job_key.pop(job_id))
-                if done:
-                    break
-            self._size -= len(started)
+        if limit < two_eps:
             return started, most
-
-        return start
+        # Segments walked one after the other, each the merged order of its lists: a job's tasks, job by job
+        # (a by-job queue); the cpu classes that can fit, merged (a flat queue).
+        if self.by_job:
+            segments = [([self._job_tasks[job_id]], job_id) for _, job_id in self._jobs]
+        else:
+            cutoff = limit + 1e-9
+            classes = []
+            for cpus, tasks in self._by_cpus:
+                if cpus > cutoff:
+                    break
+                if tasks.size:
+                    classes.append(tasks)
+            segments = [(classes, None)] if classes else ()
+        node_range = range(len(free_c))
+        misses = 0
+        stop = False
+        for sources, job_id in segments:
+            merged = len(sources) > 1
+            if merged:
+                pos = [0] * len(sources)
+                heads = [s.front[0] if s.front else _next_entry(s) for s in sources]
+                b = -1
+            else:
+                src = sources[0]
+                front = src.front
+            i = 0
+            while True:
+                if merged:  # the least head of the lists
+                    if b >= 0:
+                        pos[b] = i
+                        heads[b] = front[i] if i < len(front) else _next_entry(src)
+                    b, entry = -1, None
+                    for j, e in enumerate(heads):
+                        if e is not None and (entry is None or e < entry):
+                            b, entry = j, e
+                    if b < 0:
+                        break
+                    src = sources[b]
+                    front = src.front
+                    i = pos[b]
+                elif i < len(front):
+                    entry = front[i]
+                else:  # walked past everything sorted so far: the next entry comes off the heap
+                    entry = _next_entry(src)
+                    if entry is None:
+                        break
+                task = entry[2]
+                if max_predicted is not None and task.predicted > max_predicted:
+                    i += 1  # not offered
+                    continue
+                node = None
+                if task.cpus <= limit:
+                    if place is None:  # first fit, inline
+                        c, m, g = task.cpus - EPS, task.memory - EPS, task.gpus - EPS
+                        allowed = task.allowed
+                        for n in node_range:
+                            if free_c[n] >= c and free_m[n] >= m and free_g[n] >= g and (
+                                    allowed is None or n in allowed):
+                                node = n
+                                break
+                    else:
+                        node = place(task, nodes, free_c, free_m, free_g)
+                if node is None:
+                    i += 1
+                    misses += 1
+                    if misses >= scan_limit:
+                        stop = True
+                        break
+                    continue
+                if take:
+                    del front[i]
+                    src.size -= 1
+                else:
+                    i += 1
+                old = free_c[node]
+                free_c[node] = left = old - task.cpus
+                free_m[node] -= task.memory
+                free_g[node] -= task.gpus
+                started.append((task, node))
+                if old >= most or left > most:  # the node with the most free shrank (or a negative request)
+                    most = max(free_c)
+                    limit = most + EPS
+                    if limit < two_eps:  # no cpu left anywhere (a zero-cpu task waits for the next round)
+                        stop = True
+                        break
+            if take and job_id is not None and not sources[0].size:
+                self._jobs.remove(self._job_key.pop(job_id))
+            if stop:
+                break
+        if take:
+            self._size -= len(started)
+        return started, most
 
     def _iter_by_job(self) -> Iterator[ReadyTask]:
         job_tasks = self._job_tasks

@@ -3,7 +3,16 @@
 from .cluster import Cluster, NodeSpec
 from .engine import Simulation, simulate
 from .metrics import SimResult
-from .workload import Job, TraceEntry, TraceLibrary, Workload, poisson_workload, replay_workload, single_workload
+from .workload import (
+    FailureModel,
+    Job,
+    TraceEntry,
+    TraceLibrary,
+    Workload,
+    poisson_workload,
+    replay_workload,
+    single_workload,
+)
 
 __all__ = ["Cluster", "NodeSpec", "Simulation", "simulate", "SimResult", "Job", "TraceEntry", "TraceLibrary",
-           "Workload", "poisson_workload", "replay_workload", "single_workload"]
+           "Workload", "FailureModel", "poisson_workload", "replay_workload", "single_workload"]

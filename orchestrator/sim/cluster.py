@@ -1,8 +1,9 @@
-"""Cluster descriptions for the simulator (and for what-if analysis): nodes with cpu, memory and gpu capacity."""
+"""Cluster descriptions for the simulator (and for what-if analysis): nodes with cpu, memory and gpu capacity, and
+the custom resources each offers (as Ray's `resources={"worker": 1}`: they restrict which tasks may go there)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import SimulationError
 
@@ -16,6 +17,7 @@ class NodeSpec:
     memory: float  # bytes
     gpus: float = 0.0
     node_type: str = "default"
+    custom: dict[str, float] = field(default_factory=dict, hash=False)  # custom resources offered
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class Cluster:
         for n in self.nodes:
             if n.cpus <= 0 or n.memory <= 0 or n.gpus < 0:
                 raise SimulationError(f"Node '{n.name}' has cpus={n.cpus}, memory={n.memory}: both must be > 0")
+            for name, value in n.custom.items():
+                if not value >= 0:
+                    raise SimulationError(f"Node '{n.name}' offers custom resource {name}={value}: must be >= 0")
 
     @classmethod
     def homogeneous(cls, num_nodes: int, cpus: float = 8, memory_gib: float = 32, gpus: float = 0,

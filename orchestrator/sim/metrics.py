@@ -8,6 +8,14 @@ Lower bounds on the makespan (measured from the first arrival), each valid for a
 
 `avg_jct_lb` is the mean over jobs of each job's isolated bound (its critical path, cpu work / cpus and memory
 work / memory, with the cluster to itself).
+
+Failures (a workload with a `FailureModel`): which attempts fail is drawn with the workload, and the backoff
+before each retry is a function of (seed, job, task, attempt), so what each task costs is the same under every
+policy: its failed attempts (each holding its resources for its failure fraction of the duration), its
+successful one, and the backoffs in between; a task downstream of one that fails for good never runs. The bounds
+use exactly that (`attempt_profile`). A job that ends with a failed task counts as failed (`failed_jobs`,
+`SimResult.succeeded`); its JCT runs from its arrival to its end, the moment its last task ended or was skipped
+(when its user learns the outcome), and it is counted in `avg_jct`, `p95_jct` and the slowdowns like any job.
 """
 
 from __future__ import annotations
@@ -20,20 +28,26 @@ import numpy as np
 from ..dag import analyse
 
 if TYPE_CHECKING:
+    from ..scheduling.retry import RetryPolicy
     from .engine import Simulation
+    from .workload import Job
 
 GiB = 1024**3
 
 
 @dataclass(frozen=True)
 class TaskRecord:
-    """Where and when every task ran (only when the simulation recorded it)."""
+    """Where and when every task ran (only when the simulation recorded it): its last attempt's node, start and
+end (-1 and NaN for a task that never ran), how many attempts it took, and its final status
+(`states.TASK_CODE`)."""
 
     job: np.ndarray
     task: np.ndarray
     node: np.ndarray
     start: np.ndarray
     end: np.ndarray
+    attempts: np.ndarray | None = None
+    status: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,11 @@ class SimResult:
     policy_seconds: float
     wall_seconds: float
     tasks: TaskRecord | None = field(default=None, repr=False)
+    succeeded: np.ndarray | None = None  # per job: it ended without a failed task
+
+    @property
+    def failed_jobs(self) -> int:
+        return 0 if self.succeeded is None else int((~self.succeeded).sum())
 
     @property
     def slowdown(self) -> np.ndarray:
@@ -83,11 +102,31 @@ class SimResult:
             "critical_path_lb": self.critical_path_lb,
             "work_lb": self.work_lb,
             "avg_jct_lb": float(self.isolated_lb.mean()),
+            "failed_jobs": self.failed_jobs,
             "makespan_over_lb": self.makespan / self.makespan_lb if self.makespan_lb > 0 else 1.0,
             "avg_jct_over_lb": float(jct.mean() / self.isolated_lb.mean()) if self.isolated_lb.mean() > 0 else 1.0,
             "decision_us": 1e6 * self.policy_seconds / max(self.decisions, 1),
             "sim_tasks_per_s": self.num_tasks / self.wall_seconds if self.wall_seconds > 0 else 0.0,
         }
+
+
+def attempt_profile(job: "Job", retry: "RetryPolicy", seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per task of a job with drawn failures: the seconds its attempts hold their resources in all (`busy`), and
+    that plus the backoffs between them (`span`, what it adds to any path through it); 0 for a task that never
+    runs (downstream of one that fails for good)."""
+    dag = job.dag
+    fails, retries = job.failed_attempts, dag.retries
+    runs = np.ones(dag.n, dtype=bool)
+    for t in np.flatnonzero(fails > retries).tolist():
+        runs[dag.descendants(t)] = False
+    busy = np.zeros(dag.n)
+    span = np.zeros(dag.n)
+    for t in np.flatnonzero(runs).tolist():
+        k, r, actual = int(fails[t]), int(retries[t]), float(job.actual[t])
+        base = None if np.isnan(dag.retry_delay[t]) else float(dag.retry_delay[t])
+        busy[t] = k * float(job.fail_fraction[t]) * actual + (actual if k <= r else 0.0)
+        span[t] = busy[t] + sum(retry.delay(a, base, seed=seed, job=job.id, task=t) for a in range(1, min(k, r) + 1))
+    return busy, span
 
 
 def compute_result(sim: "Simulation", wall_seconds: float) -> SimResult:
@@ -103,18 +142,23 @@ def compute_result(sim: "Simulation", wall_seconds: float) -> SimResult:
     critical_paths: dict[tuple[int, bytes], float] = {}  # jobs of one DAG with the same durations share it
     for k, js in enumerate(jobs):
         job, dag = js.job, js.dag
-        key = (id(dag), job.actual.tobytes())
-        cp = critical_paths.get(key)
-        if cp is None:
-            cp = critical_paths[key] = analyse(dag, job.actual).critical_path_length
+        if job.failed_attempts is None:
+            busy = job.actual
+            key = (id(dag), job.actual.tobytes())
+            cp = critical_paths.get(key)
+            if cp is None:
+                cp = critical_paths[key] = analyse(dag, job.actual).critical_path_length
+        else:
+            busy, span = attempt_profile(job, sim.retry, sim.seed)
+            cp = analyse(dag, span).critical_path_length
         cp_len[k] = cp
-        cpu_work[k] = float((job.actual * dag.cpus).sum())
-        mem_work = float((job.actual * dag.memory).sum())
+        cpu_work[k] = float((busy * dag.cpus).sum())
+        mem_work = float((busy * dag.memory).sum())
         iso[k] = max(cp, cpu_work[k] / total_cpus, mem_work / total_mem)
         reserved_cpu += cpu_work[k]
-        used_cpu += float((job.actual * job.used_cpus).sum())
+        used_cpu += float((busy * job.used_cpus).sum())
         reserved_mem += mem_work / GiB
-        used_mem += float((job.actual * job.used_memory).sum()) / GiB
+        used_mem += float((busy * job.used_memory).sum()) / GiB
     first = float(arrival.min())
     makespan = float(finish.max()) - first
     # Work still to do after each arrival bounds the end time from below; so does each job alone.
@@ -126,8 +170,9 @@ def compute_result(sim: "Simulation", wall_seconds: float) -> SimResult:
     tasks = None
     if sim.record:
         parts = [(np.full(js.dag.n, js.id), np.arange(js.dag.n), np.asarray(js.node), np.asarray(js.start),
-                  np.asarray(js.end)) for js in jobs]
-        tasks = TaskRecord(*(np.concatenate([p[i] for p in parts]) for i in range(5)))
+                  np.asarray(js.end), np.asarray(js.attempts), np.frombuffer(bytes(js.detail), np.int8))
+                 for js in jobs]
+        tasks = TaskRecord(*(np.concatenate([p[i] for p in parts]) for i in range(7)))
     return SimResult(
         policy=sim.policy.name,
         makespan=makespan,
@@ -150,4 +195,5 @@ def compute_result(sim: "Simulation", wall_seconds: float) -> SimResult:
         policy_seconds=sim.policy_seconds,
         wall_seconds=wall_seconds,
         tasks=tasks,
+        succeeded=np.array([js.failed_tasks == 0 for js in jobs], dtype=bool),
     )

@@ -1,11 +1,12 @@
 """Workloads for the simulator: jobs (workflow DAGs with actual and predicted task durations) arriving over time,
-sampled from real traces (Poisson arrivals scaled to a target load) or replayed from an arrival list.
+sampled from real traces (Poisson arrivals scaled to a target load) or replayed from an arrival list, and
+optionally seeded task failures (`FailureModel`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,13 @@ class TraceEntry:
 
 @dataclass(frozen=True)
 class Job:
-    """One workflow instance in a simulated workload."""
+    """One workflow instance in a simulated workload.
+
+    `priority` is added to the priority of each of its tasks (0: the tasks' own priorities). `failed_attempts`
+    (None: the job never fails) is the number of attempts of each task that fail before one succeeds; a value
+    above the task's retries means it fails for good. A failed attempt holds its resources for `fail_fraction`
+    x its actual duration, then fails.
+    """
 
     id: int
     name: str
@@ -66,6 +73,9 @@ class Job:
     used_cpus: np.ndarray
     used_memory: np.ndarray
     priority: int = 0
+    workflow: Workflow | None = field(default=None, repr=False, compare=False)  # what `dag` was built from
+    failed_attempts: np.ndarray | None = field(default=None, repr=False)  # int64 per task
+    fail_fraction: np.ndarray | None = field(default=None, repr=False)  # float64 per task, in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,70 @@ class TraceLibrary:
         raise SimulationError(f"No workflow named '{name}' in the trace library")
 
 
+@dataclass(frozen=True)
+class FailureModel:
+    """Seeded task failures. Every attempt of a task fails independently with its probability: `by_task` (task
+    id), else `by_category` (the task's category), else `probability`. For each (job, task) the number of failed
+    attempts before one succeeds is drawn once, when the workload is made (geometric; capped at the task's
+    retries + 1, which means it fails for good), from a stream seeded by (workload seed, job id) alone: the rest
+    of the workload (arrivals, predictions) is the same with or without failures, and so is the draw for
+    every policy. A failed attempt holds its resources for a fraction of the task's actual duration drawn
+    uniformly in `fraction` (the same for every failed attempt of that task; (1, 1): its whole duration), then
+    fails; the runtime's backoff (`scheduling.retry`) decides when it is tried again."""
+
+    probability: float = 0.0
+    by_category: Mapping[str, float] = field(default_factory=dict)
+    by_task: Mapping[str, float] = field(default_factory=dict)
+    fraction: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        for where, p in [("probability", self.probability), *self.by_category.items(), *self.by_task.items()]:
+            if not 0.0 <= p <= 1.0:
+                raise SimulationError(f"Failure probability {where}={p} must be in [0, 1]")
+        lo, hi = self.fraction
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise SimulationError(f"Failure fraction {self.fraction} must satisfy 0 <= low <= high <= 1")
+
+    def probabilities(self, job: Job) -> np.ndarray:
+        """Each task's failure probability per attempt."""
+        p = np.full(job.dag.n, float(self.probability))
+        if self.by_category:
+            if job.workflow is None:
+                raise SimulationError(f"Job '{job.name}' has no workflow to read task categories from")
+            for i, t in enumerate(job.workflow.tasks):
+                if t.category in self.by_category:
+                    p[i] = self.by_category[t.category]
+        for tid, value in self.by_task.items():
+            i = job.dag.index.get(tid)
+            if i is not None:
+                p[i] = value
+        return p
+
+    def draw(self, job: Job, seed: int) -> Job:
+        """The job with its failed attempts drawn (unchanged when no task can fail)."""
+        p = self.probabilities(job)
+        if not p.any():
+            return job
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, job.id, 0xFA11])
+        limit = job.dag.retries + 1  # that many failures: out of retries
+        success = np.clip(1.0 - p, 1e-12, 1.0)
+        failed = np.where(p >= 1.0, limit, np.minimum(rng.geometric(success) - 1, limit)).astype(np.int64)
+        fraction = rng.uniform(self.fraction[0], self.fraction[1], size=job.dag.n)
+        if not failed.any():
+            return job
+        return replace(job, failed_attempts=failed, fail_fraction=fraction)
+
+    def apply(self, workload: "Workload", seed: int | None = None) -> "Workload":
+        """The workload with failures drawn for every job (`seed`: the workload's own by default)."""
+        seed = int(workload.description.get("seed", 0) if seed is None else seed)
+        return Workload(tuple(self.draw(j, seed) for j in workload.jobs),
+                        {**workload.description, "failures": self.describe()})
+
+    def describe(self) -> dict:
+        return {"probability": self.probability, "by_category": dict(self.by_category),
+                "by_task": dict(self.by_task), "fraction": list(self.fraction)}
+
+
 def predict_durations(actual: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
     """What a scheduler is told: the actual duration times log-normal noise (sigma=`noise`; 0 = exact)."""
     if noise <= 0:
@@ -162,18 +236,25 @@ def make_job(entry: TraceEntry, job_id: int, arrival: float, rng: np.random.Gene
         used_cpus=entry.used_cpus,
         used_memory=entry.used_memory,
         priority=priority,
+        workflow=entry.workflow,
     )
 
 
-def single_workload(entry: TraceEntry, seed: int = 0, noise: float = 0.3, time_scale: float = 1.0) -> Workload:
+def _with_failures(workload: Workload, failures: FailureModel | None) -> Workload:
+    return workload if failures is None else failures.apply(workload)
+
+
+def single_workload(entry: TraceEntry, seed: int = 0, noise: float = 0.3, time_scale: float = 1.0,
+                    failures: FailureModel | None = None) -> Workload:
     """One workflow arriving at time 0 (makespan experiments)."""
     rng = np.random.default_rng(seed)
-    return Workload((make_job(entry, 0, 0.0, rng, noise, time_scale),),
-                    {"kind": "single", "workflow": entry.name, "seed": seed, "noise": noise})
+    return _with_failures(Workload((make_job(entry, 0, 0.0, rng, noise, time_scale),),
+                                   {"kind": "single", "workflow": entry.name, "seed": seed, "noise": noise}),
+                          failures)
 
 
 def poisson_workload(library: TraceLibrary, cluster: Cluster, load: float, num_jobs: int, seed: int = 0,
-                     noise: float = 0.3, time_scale: float = 1.0) -> Workload:
+                     noise: float = 0.3, time_scale: float = 1.0, failures: FailureModel | None = None) -> Workload:
     """`num_jobs` workflows sampled uniformly from the library, arriving as a Poisson process whose rate makes
     the offered cpu load (arrival rate x mean cpu work / total cpus) equal to `load`."""
     if not 0 < load:
@@ -197,12 +278,12 @@ def poisson_workload(library: TraceLibrary, cluster: Cluster, load: float, num_j
     arrivals = np.cumsum(gaps)
     jobs = tuple(make_job(library.entries[int(k)], i, float(arrivals[i]), rng, noise, time_scale)
                  for i, k in enumerate(picks))
-    return Workload(jobs, {"kind": "poisson", "load": load, "num_jobs": num_jobs, "seed": seed,
-                           "noise": noise, "rate": rate})
+    return _with_failures(Workload(jobs, {"kind": "poisson", "load": load, "num_jobs": num_jobs, "seed": seed,
+                                          "noise": noise, "rate": rate}), failures)
 
 
 def replay_workload(entries: Sequence[TraceEntry], arrivals: Sequence[float], seed: int = 0,
-                    noise: float = 0.3, time_scale: float = 1.0) -> Workload:
+                    noise: float = 0.3, time_scale: float = 1.0, failures: FailureModel | None = None) -> Workload:
     """Given workflows arriving at given times (a replayed arrival list)."""
     if len(entries) != len(arrivals):
         raise SimulationError(f"{len(entries)} workflows but {len(arrivals)} arrival times")
@@ -210,4 +291,4 @@ def replay_workload(entries: Sequence[TraceEntry], arrivals: Sequence[float], se
         raise SimulationError("arrival times must be >= 0")
     rng = np.random.default_rng(seed)
     jobs = tuple(make_job(e, i, float(a), rng, noise, time_scale) for i, (e, a) in enumerate(zip(entries, arrivals)))
-    return Workload(jobs, {"kind": "replay", "seed": seed, "noise": noise})
+    return _with_failures(Workload(jobs, {"kind": "replay", "seed": seed, "noise": noise}), failures)
