@@ -109,6 +109,26 @@ def test_the_fallback_failing_too_is_an_error_not_a_loop():
     assert made  # fifo decided for both runs
 
 
+def test_a_run_no_policy_can_schedule_fails_with_its_cause():
+    """The default policy and FIFO both broken: the run fails (tasks skipped, the cause recorded) instead of being
+    handed back and forth or stalling; a run that no longer waits on a policy decision is left alone."""
+    from orchestrator.scheduling import _REGISTRY
+
+    fifo = _REGISTRY["fifo"]
+    register_policy("fifo", _Raises)
+    try:
+        st = RuntimeState(NodeView(["n0"], [4.0], [64e9], [0.0]), default_policy="test-raises")
+        run = st.admit("r", _fan(2), 0.0)
+        for t in range(3):
+            assert st.schedule(float(t)) == []
+        assert run.wf_status == WorkflowStatus.FAILED and "no scheduling policy could schedule it" in run.error
+        assert set(run.detail) == {TaskStatus.SKIPPED} and run.failed_policies == {"test-raises", "fifo"}
+        notes = [c for c in st.take_changes() if isinstance(c, RunNote)]
+        assert [(n.detail["policy"], n.detail["fallback"]) for n in notes] == [("test-raises", "fifo")]
+    finally:
+        register_policy("fifo", fifo)
+
+
 def _order(st: RuntimeState) -> list[tuple[str, str]]:
     view = next(iter(st.views.values()))
     return [(st.jobs[t.job].run_id, st.jobs[t.job].dag.ids[t.task]) for t in view.queue.iter()]

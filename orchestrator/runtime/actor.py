@@ -207,13 +207,14 @@ class Orchestrator:
         return self.wait_many([run_id], timeout)[0]
 
     def wait_many(self, run_ids: list[str], timeout: float | None = None) -> list[dict]:
-        """Block until every run tracked here is final (or `timeout` seconds pass); the progress of each. A run
-        that is not tracked (not submitted here, or still being resumed) is reported as stored, without waiting."""
+        """Block until every run tracked here is final and its final status written to the store (or `timeout`
+        seconds pass); the progress of each. A run that is not tracked (not submitted here, or still being resumed)
+        is reported as stored, without waiting. (A run leaves `by_run` when its final status is written.)"""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._run_ended:
             while True:
                 by_run = self.state.by_run
-                if not any((run := by_run.get(r)) is not None and not run.wf_status.terminal for r in run_ids):
+                if not any(r in by_run for r in run_ids):
                     break
                 remaining = 1.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:

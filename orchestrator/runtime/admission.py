@@ -79,9 +79,9 @@ class Admissions:
         if time_scale is not None:
             wf = wf.model_copy(update={"metadata": {**wf.metadata, "time_scale": float(time_scale)}})
         name = policy or wf.policy or self.default_policy
-        from ..scheduling import get_policy
+        from ..scheduling import check_policy
 
-        get_policy(name)
+        check_policy(name)
         check_fits(wf, self.nodes)
         return Admission(wf, name, run_id)
 

@@ -398,6 +398,8 @@ def wait_for(handle, run_ids: list[str], on_progress: Callable[[dict], None] | N
     Returns once the runs' final events have also reached every event sink (see `wait_events`: bounded, a
     warning when they have not)."""
     final = _wait_terminal(handle, run_ids, on_progress, poll, timeout)
+    if on_progress is not None:  # progress comes from memory: also wait until the final statuses are written
+        final = _wait_terminal(handle, run_ids, None, poll, timeout)
     wait_events(handle, list(run_ids))
     return final
 

@@ -20,7 +20,7 @@ import numpy as np
 from ..dag import DagAnalysis, analyse, dag_arrays
 from ..errors import PolicyError
 from ..model import TaskSpec, Workflow
-from ..scheduling import get_policy
+from ..scheduling import check_policy, get_policy
 from ..scheduling.ahead import DispatchAhead
 from ..scheduling.interface import (
     EPS,
@@ -86,6 +86,8 @@ class RunState:
         self.cancel_requested = False
         self.error: str | None = None  # why the run failed or was cancelled
         self.ahead: set[int] = set()  # tasks dispatched ahead: queued at their node, not yet holding a slot
+        self.failed_policies: set[str] = set()  # policies that failed on this run (never handed it again)
+        self.abandoned: str | None = None  # why the run cannot go on (no policy can schedule it)
 
     @cached_property
     def analysis(self) -> DagAnalysis:
@@ -155,7 +157,7 @@ class RuntimeState:
         self.ahead = DispatchAhead(ahead, ahead_max_s)  # items: (run, task)
         self.promoted: list[tuple[RunState, int]] = []  # ahead tasks that took a slot (for timeouts)
         self.default_policy = default_policy
-        get_policy(default_policy)  # fail early on an unknown name
+        check_policy(default_policy)  # fail early on an unknown name
         self.retry = retry or RetryPolicy()
         self.seed = seed  # of the policies (`reset`) and of the retry jitter
         self.default_duration = default_duration
@@ -221,6 +223,7 @@ class RuntimeState:
             self._policy_view(name).queue.policy.on_job_arrival(run)
         except Exception as exc:  # noqa: BLE001 - the policy cannot load or take the run: fall back, say why
             fallback = self.fallback_for(name)
+            run.failed_policies.add(name)
             log.error("scheduling policy '%s' cannot take run %s (%s: %s); it runs under '%s'", name, run_id,
                       type(exc).__name__, exc, fallback)
             run.policy_name = fallback
@@ -386,16 +389,39 @@ class RuntimeState:
         return self.default_policy if name != self.default_policy else "fifo"
 
     def _policy_failed(self, name: str, exc: BaseException) -> None:
-        fallback = self.fallback_for(name)
-        if fallback == name:
-            raise PolicyError(f"the fallback policy '{name}' itself failed: {exc}") from exc
+        """Hand the runs of a policy that failed to a fallback that has not failed them yet (the default policy,
+        then FIFO); a run that no policy can schedule fails, with the cause recorded, instead of stalling."""
         error = f"{type(exc).__name__}: {exc}"
-        log.error("scheduling policy '%s' failed (%s); its runs go on under '%s'", name, error, fallback)
-        self.views.pop(name, None)
-        self.policies.pop(name, None)
         for run in list(self.jobs.values()):
-            if run.policy_name == name:
-                self._switch_policy(run, fallback, f"policy '{name}' failed: {error}")
+            if run.policy_name != name:
+                continue
+            run.failed_policies.add(name)
+            fallback = next((p for p in (self.default_policy, "fifo") if p not in run.failed_policies), None)
+            if fallback is None:
+                log.error("no scheduling policy can schedule run %s (last: '%s' failed with %s): failing it",
+                          run.run_id, name, error)
+                self.abandon(run, f"no scheduling policy could schedule it (policies tried: "
+                                  f"{', '.join(sorted(run.failed_policies))}; last error: {error})")
+                continue
+            log.error("scheduling policy '%s' failed (%s); run %s goes on under '%s'", name, error, run.run_id,
+                      fallback)
+            self._switch_policy(run, fallback, f"policy '{name}' failed: {error}")
+        self.views.pop(name, None)  # a later run asking for it gets a fresh instance
+        self.policies.pop(name, None)
+
+    def abandon(self, run: RunState, error: str) -> None:
+        """Fail a run that cannot go on: tasks not started are skipped (those waiting for a retry cancelled);
+        tasks already running finish, and the run then fails with `error`."""
+        run.abandoned = error
+        for i, status in enumerate(run.detail):
+            if status in (TaskStatus.PENDING, TaskStatus.READY):
+                self._dequeue(run, i)
+                self._move(run, i, TaskStatus.SKIPPED, error=error)
+            elif status == TaskStatus.RETRYING:
+                run.next_attempt_at.pop(i, None)
+                run.retry_order.pop(i, None)
+                self._move(run, i, TaskStatus.CANCELLED, error=error)
+        self._maybe_finish(run)
 
     def _switch_policy(self, run: RunState, name: str, reason: str) -> None:
         """Move a run (and its ready tasks, in their ready order) to another policy's queue, and record why."""
@@ -548,6 +574,8 @@ class RuntimeState:
         failed = [run.dag.ids[i] for i, s in enumerate(run.detail) if s == TaskStatus.FAILED]
         if run.cancel_requested:
             self._move_run(run, WorkflowStatus.CANCELLED, "cancelled by request")
+        elif run.abandoned is not None:
+            self._move_run(run, WorkflowStatus.FAILED, run.abandoned)
         elif failed:
             first = failed[0]
             reason = run.errors.get(run.dag.index[first], "")
