@@ -10,6 +10,7 @@ from .records import (
     ExecutionRecord,
     MetricRecord,
     OptimizationRecord,
+    Page,
     PredictionActual,
     PredictionRecord,
     SystemSample,
@@ -18,12 +19,13 @@ from .records import (
     WorkflowChange,
     WorkflowRecord,
 )
+from .runs import new_run_id
 from .sinks import DeliveryError, InProcessSink, RedisStreamSink, Sink, WebhookSink
-from .store import Store, new_run_id
+from .store import Store
 
 __all__ = [
     "ApiKeyRecord", "Change", "DecisionRecord", "DeliveryError", "EventDispatcher", "EventRecord",
-    "ExecutionRecord", "InProcessSink", "MetricRecord", "OptimizationRecord", "PredictionActual",
+    "ExecutionRecord", "InProcessSink", "MetricRecord", "OptimizationRecord", "Page", "PredictionActual",
     "PredictionRecord", "RedisStreamSink", "Sink", "Store", "SystemSample", "TaskChange", "TaskRecord",
     "WebhookSink", "WorkflowChange", "WorkflowRecord", "mask_url", "new_run_id",
 ]

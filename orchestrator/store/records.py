@@ -6,7 +6,7 @@ Times are UNIX epoch seconds (`time.time()`); a `None` time on a row to record m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from ..states import TaskStatus, WorkflowStatus
 
@@ -250,3 +250,14 @@ class ApiKeyRecord:
 
 
 ResultKind = Literal["inline", "file", "parquet"]
+
+Item = TypeVar("Item")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[Item]):
+    """One page of a listing (`Store.page_runs`, `page_tasks`, `page_executions`, `page_events`): its rows in the
+    listing's order, and the cursor to pass for the next page, None on the last one. The cursor is opaque."""
+
+    items: tuple[Item, ...]
+    next_cursor: str | None
