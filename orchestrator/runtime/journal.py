@@ -74,7 +74,7 @@ class WriteJournal:
                 self._confirmed += self.changes
                 self.changes, self.executions, self.decisions = [], [], []
         except StoreUnavailableError as exc:
-            self._failed(exc)
+            self.record_failure(exc)
             return None
         written, self._confirmed = self._confirmed, []
         self._recovered()
@@ -91,7 +91,8 @@ class WriteJournal:
             del self.decisions[:n_decisions]
         self._uncertain = None
 
-    def _failed(self, exc: BaseException) -> None:
+    def record_failure(self, exc: BaseException) -> None:
+        """A write (or a write it depends on, such as a result) failed: the store is unreachable for now."""
         self.failures += 1
         now = time.time()
         if self.outage_since is None:

@@ -122,7 +122,7 @@ class Outcomes:
             try:
                 self.store.save_result(run_id, task_id, value)
             except StoreUnavailableError as exc:
-                self.journal._failed(exc)
+                self.journal.record_failure(exc)
                 return False
             except StoreError as exc:  # e.g. unwritable storage_dir: the task's success is still recorded
                 log.error("result of task %s not persisted: %s", task_id, exc,

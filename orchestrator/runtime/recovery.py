@@ -149,14 +149,14 @@ class Recovery:
                     live[i] = att
                     continue
                 launcher.stop(att)  # its start was never recorded
-                self.state._release(old, i, att.node)
+                self.state.release(old, i, att.node)
             for run, d, _ in launcher.take_pending(old):
-                self.state._release(run, d.task.task, d.node)
+                self.state.release(run, d.task.task, d.node)
             self.state.drop(old)
         if error is not None:
             for att in live.values():
                 launcher.stop(att)
-                self.state._release(att.run, att.index, att.node)
+                self.state.release(att.run, att.index, att.node)
             self.fail_stored_run(run_id, error)
             return
         if loaded is None:

@@ -487,7 +487,7 @@ class RuntimeState:
     def succeeded(self, run: RunState, i: int, node: int | None, result_ref: str | None, now: float) -> None:
         self.now = now
         if node is not None:
-            self._release(run, i, node)
+            self.release(run, i, node)
         if run.detail[i] != TaskStatus.RUNNING:
             return  # cancelled or timed out meanwhile: the late result is ignored
         run.result_refs[i] = result_ref
@@ -506,7 +506,7 @@ class RuntimeState:
         """An attempt failed. Returns what happened: 'retrying', 'failed' or 'ignored'."""
         self.now = now
         if node is not None:
-            self._release(run, i, node)
+            self.release(run, i, node)
         if run.detail[i] != TaskStatus.RUNNING:
             return "ignored"
         spec = run.specs[i]
@@ -541,7 +541,8 @@ class RuntimeState:
         self._maybe_finish(run)
         return "failed"
 
-    def _release(self, run: RunState, i: int, node: int) -> None:
+    def release(self, run: RunState, i: int, node: int) -> None:
+        """Give back what task i of `run` holds on `node` (or its place in the node's ahead queue)."""
         c, m, g = run.cpus[i], run.memory[i], run.gpus[i]
         if i in run.ahead:  # ended while still queued ahead (cancelled, lost): it never held a slot
             run.ahead.discard(i)
