@@ -86,11 +86,29 @@ def test_decorated_function_outside_a_builder_is_a_plain_function():
     assert extract.__name__ == "extract" and extract.__wrapped__(1) == [1, 1, 1]
 
 
-def test_run_refused_in_a_driver_only_when_in_a_worker():
+@ray.remote(num_cpus=0)
+def _worker_side() -> tuple[bool, str | None]:
     from orchestrator.runtime.api import ensure_not_in_ray_worker, in_ray_worker
 
-    assert not in_ray_worker()
-    ensure_not_in_ray_worker()  # no error in the driver
+    try:
+        ensure_not_in_ray_worker("submitting from a task")
+    except OrchestratorError as exc:
+        return in_ray_worker(), f"{type(exc).__name__}: {exc}"
+    return in_ray_worker(), None
+
+
+def test_the_worker_check_tells_a_ray_task_from_the_driver(ray_cluster):
+    """Both sides: in a task on the cluster `in_ray_worker()` is True and the guard refuses with its guidance; in
+    this driver, connected to the same cluster, it is False and the guard lets the call through."""
+    from orchestrator.runtime.api import ensure_not_in_ray_worker, in_ray_worker
+
+    in_worker, refusal = ray.get(_worker_side.remote(), timeout=60)
+    assert in_worker is True
+    assert refusal is not None, "the guard let a Ray task through"
+    assert refusal.startswith("OrchestratorError: submitting from a task was called inside a Ray worker.")
+    assert 'build and run it under `if __name__ == "__main__":`' in refusal
+    assert ray.is_initialized() and in_ray_worker() is False
+    ensure_not_in_ray_worker("submitting from the driver")  # no error in the driver
 
 
 def test_a_built_workflow_runs_on_the_cluster(ray_cluster, tmp_path):

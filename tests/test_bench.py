@@ -233,12 +233,44 @@ def test_one_test_never_pools_online_and_single_scenarios(quick_run, quick_confi
     assert paired_comparison(only_single, "fifo", "srpt-cp", metric="avg_jct").n == single.n
 
 
-def test_srpt_cp_beats_fifo_on_online_avg_jct(quick_run):
-    result = paired_comparison(quick_run.results, "fifo", "srpt-cp", metric="avg_jct", scenario="online")
-    assert result.n == 8
-    assert result.significant and result.mean_diff < 0 and result.ci_high < 0
-    assert result.p_wilcoxon < 0.05 and result.p_ttest < 0.05
-    assert result.verdict.startswith("srpt-cp has significantly lower avg_jct than fifo (")
+def test_online_ab_pairs_each_seeded_workload_and_its_statistics_are_scipys(quick_run, quick_config):
+    """The A/B comparison of two policies on the benchmark's online results: one pair per workload (load x seed),
+    both sides run on the same workload (its policy-free lower bound agrees), the values are the results' own,
+    and every statistic is scipy's on those differences. Which policy wins is a benchmark figure, not asserted."""
+    results = quick_run.results
+    result = paired_comparison(results, "fifo", "srpt-cp", metric="avg_jct", scenario="online")
+    online = results[results["scenario"] == "online"]
+    assert result.n == len(quick_config.online.loads) * quick_config.seeds
+    keys = ["load", "nodes", "seed"]
+    assert sorted(map(tuple, result.pairs[keys].to_numpy().tolist())) == sorted(
+        set(map(tuple, online[keys].to_numpy().tolist())))  # every online workload, once
+
+    def value(policy, metric, row):
+        sel = online[(online["policy"] == policy) & (online["metric"] == metric) & (online["load"] == row.load)
+                     & (online["nodes"] == row.nodes) & (online["seed"] == row.seed)]
+        assert len(sel) == 1
+        return float(sel["value"].iloc[0])
+
+    for row in result.pairs.itertuples():
+        assert value("fifo", "avg_jct_lb", row) == value("srpt-cp", "avg_jct_lb", row)  # one workload
+        assert (row.a, row.b) == (value("fifo", "avg_jct", row), value("srpt-cp", "avg_jct", row))
+        assert row.diff == row.b - row.a
+    diff = result.pairs["diff"].to_numpy()
+    assert result.mean_diff == pytest.approx(diff.mean(), rel=1e-12, abs=1e-12)
+    assert (result.mean_a, result.mean_b) == pytest.approx((result.pairs["a"].mean(), result.pairs["b"].mean()))
+    if result.identical:  # (not so on the quick configuration: the two policies order tasks differently)
+        assert result.p_wilcoxon == result.p_ttest == 1.0 and not result.significant
+        return
+    assert result.p_wilcoxon == pytest.approx(scipy_stats.wilcoxon(diff, zero_method="wilcox").pvalue, rel=1e-12)
+    assert result.p_ttest == pytest.approx(scipy_stats.ttest_1samp(diff, 0.0).pvalue, rel=1e-12)
+    low, high = scipy_stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=scipy_stats.sem(diff))
+    assert (result.ci_low, result.ci_high) == pytest.approx((low, high), rel=1e-9, abs=1e-9)
+    assert result.significant == (result.p_wilcoxon < 0.05)
+    if result.significant:
+        lower, higher = ("srpt-cp", "fifo") if result.mean_diff < 0 else ("fifo", "srpt-cp")
+        assert result.verdict.startswith(f"{lower} has significantly lower avg_jct than {higher} (")
+    else:
+        assert result.verdict.startswith("no significant difference at alpha=0.05 (")
 
 
 def test_mostly_zero_differences_are_handled():

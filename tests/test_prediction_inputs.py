@@ -169,24 +169,43 @@ def test_bad_node_types_and_deadline(tmp_path, trace_dir):
         cheapest_cluster(wf, load_node_types(), deadline=-1)
 
 
-def test_store_adapter_writes_prediction_rows():
+def test_store_adapter_writes_prediction_rows_and_actuals_to_a_real_store(sqlite_url):
+    """Predictions written through the adapter come back from the store with the median as the prediction and
+    the outer quantiles as the band; actuals of finished tasks fill in those rows only."""
+    from orchestrator.model import Observation, Workflow
     from orchestrator.prediction.predictor import Prediction, Quantiles
-    from orchestrator.prediction.store_adapter import record_predictions
-
-    class FakeStore:
-        rows: list = []
-
-        def record_predictions(self, rows):
-            self.rows.extend(rows)
+    from orchestrator.prediction.store_adapter import record_actuals, record_predictions
+    from orchestrator.store import Store
 
     q = (0.1, 0.5, 0.9)
-    p = Prediction("mAdd", Quantiles(q, (1.0, 2.0, 4.0)), Quantiles(q, (0.5, 0.9, 1.0)), None,
-                   {"runtime": "lstm"}, 3)
-    store = FakeStore()
-    assert record_predictions(store, "run-1", [("t1", p)], "v3") == 1
-    row = store.rows[0]
-    assert (row.predicted_runtime, row.runtime_lower, row.runtime_upper) == (2.0, 1.0, 4.0)
-    assert row.predicted_memory is None and row.model_version == "v3" and row.task_id == "t1"
+    with_memory = Prediction("mAdd", Quantiles(q, (1.0, 2.0, 4.0)), Quantiles(q, (0.5, 0.9, 1.0)),
+                             Quantiles(q, (1e6, 2e6, 3e6)), {"runtime": "lstm"}, 3)
+    without = Prediction("mAdd", Quantiles(q, (3.0, 5.0, 8.0)), None, None, {"runtime": "prior"}, 0)
+    wf = Workflow(name="w", tasks=[{"id": "t1", "category": "mAdd"}, {"id": "t2", "category": "mAdd"}])
+    with Store.open(sqlite_url) as store:
+        run_id = store.create_workflow(wf, "fifo")
+        other = store.create_workflow(wf, "fifo")
+        assert record_predictions(store, run_id, [("t1", with_memory), ("t2", without)], "v3") == 2
+        assert record_predictions(store, other, [("t1", without)], "v3") == 1
+        assert record_predictions(store, run_id, [], "v3") == 0
+        rows = {r.task_id: r for r in store.predictions(run_id=run_id)}
+        assert sorted(rows) == ["t1", "t2"]
+        r1, r2 = rows["t1"], rows["t2"]
+        assert (r1.predicted_runtime, r1.runtime_lower, r1.runtime_upper) == (2.0, 1.0, 4.0)
+        assert (r1.predicted_cpu, r1.cpu_lower, r1.cpu_upper) == (0.9, 0.5, 1.0)
+        assert (r1.predicted_memory, r1.memory_lower, r1.memory_upper) == (2e6, 1e6, 3e6)
+        assert (r2.predicted_runtime, r2.runtime_lower, r2.runtime_upper) == (5.0, 3.0, 8.0)
+        assert r2.predicted_cpu is None and r2.cpu_lower is None and r2.predicted_memory is None
+        assert {r.model_version for r in rows.values()} == {"v3"} and {r.category for r in rows.values()} == {"mAdd"}
+        assert all(r.actual_runtime is None for r in rows.values())
+
+        observed = Observation(runtime=2.5, avg_cpu=0.8, peak_memory=1_500_000)
+        finished = [wf.tasks[0].model_copy(update={"observed": observed}), wf.tasks[1]]  # t2 has no actual
+        assert record_actuals(store, run_id, finished) == 1
+        done = store.predictions(run_id=run_id, with_actuals=True)
+        assert [(r.task_id, r.actual_runtime, r.actual_cpu, r.actual_memory) for r in done] == [
+            ("t1", 2.5, 0.8, 1_500_000.0)]
+        assert store.predictions(run_id=other, with_actuals=True) == []  # another run's t1 is left alone
 
 
 def test_checkpoint_from_other_feature_version_refuses_to_load(tmp_path):

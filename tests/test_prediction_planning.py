@@ -16,7 +16,15 @@ from orchestrator.prediction.config import ROOT, CapacityConfig, RightSizingConf
 from orchestrator.prediction.cost import cheapest_cluster
 from orchestrator.prediction.features import build_table
 from orchestrator.prediction.forecast_evaluation import score_series
-from orchestrator.prediction.forecaster import Forecast, Forecaster, fit_forecaster
+from orchestrator.prediction.forecaster import (
+    Forecast,
+    Forecaster,
+    Normaliser,
+    fit_forecaster,
+    min_history,
+    naive_forecast,
+    seasonal_naive_forecast,
+)
 from orchestrator.prediction.node_types import NodeType, load_node_types
 from orchestrator.prediction.rightsizing import evaluate_rightsizing
 from orchestrator.prediction.series import load_series
@@ -41,16 +49,56 @@ def tiny_forecaster(series):
     return forecaster
 
 
-def test_forecaster_beats_naive_on_the_later_part(series, tiny_forecaster):
-    """Trained a few epochs on the first 70% of each series, it beats last-value on the last 30%."""
-    rows = []
+def test_forecasts_of_the_later_part_read_no_point_at_or_after_their_origin(series, tiny_forecaster):
+    """The forecasts `score_series` makes (the training part's normaliser, one per origin of the later part): each
+    is horizon x quantiles, quantiles in order, non-negative, dated at the steps after its origin; replacing every
+    point from the origin on changes none of them (nor the naive and seasonal-naive baselines), while changing the
+    window just before the origin does change the forecast. Whether the LSTM beats the baselines is a benchmark
+    figure (`orchestrator predict evaluate`), not asserted here."""
+    cfg = tiny_forecaster.cfg
+    step = pd.Timedelta(minutes=cfg.step_minutes)
     for name, s in series.items():
-        rows += score_series(tiny_forecaster, s, name, "later-part", tiny_forecaster.cfg, stride=6)
-    by = {(r["series"], r["method"]): r for r in rows}
-    mase = {m: np.mean([by[(n, m)]["mase"] for n in series]) for m in ("lstm", "naive", "seasonal-naive")}
-    assert mase["lstm"] < mase["naive"] and mase["lstm"] < mase["seasonal-naive"], mase
-    wins = sum(by[(n, "lstm")]["accuracy"] > by[(n, "naive")]["accuracy"] for n in series)
-    assert wins >= 3
+        x = s.to_numpy(dtype=np.float64)
+        n_train = int(len(x) * cfg.train_fraction)
+        norm = Normaliser.fit(x[:n_train])
+        origins = np.arange(max(n_train, min_history(cfg)), len(x) - cfg.horizon + 1, 6)
+        rows = score_series(tiny_forecaster, s, name, "later-part", cfg, stride=6)
+        assert [r["method"] for r in rows] == ["lstm", "naive", "seasonal-naive"]
+        assert all(r["forecasts"] == len(origins) and np.isfinite(r["mase"]) for r in rows)
+        forecasts = tiny_forecaster.forecast_at(s, origins, norm)
+        for o, fc in zip(origins, forecasts):
+            assert fc.values.shape == (cfg.horizon, len(cfg.quantiles)) and fc.levels == tuple(cfg.quantiles)
+            assert (np.diff(fc.values, axis=1) >= 0).all() and (fc.values >= 0).all()
+            assert list(fc.index) == [s.index[o - 1] + step * (h + 1) for h in range(cfg.horizon)]
+        for k in np.linspace(0, len(origins) - 1, 5).astype(int):
+            o = int(origins[k])
+            alone = tiny_forecaster.forecast_at(s, [o], norm)[0].values
+            np.testing.assert_allclose(alone, forecasts[k].values, rtol=1e-5, atol=1e-6)  # batching aside
+            future = s.copy()
+            future.iloc[o:] = future.iloc[o:] * 10 + 100
+            np.testing.assert_array_equal(tiny_forecaster.forecast_at(future, [o], norm)[0].values, alone)
+            y = future.to_numpy(dtype=np.float64)
+            for baseline in (lambda v: naive_forecast(v, np.array([o]), cfg.horizon),
+                             lambda v: seasonal_naive_forecast(v, np.array([o]), cfg.horizon, cfg.season)):
+                np.testing.assert_array_equal(baseline(y), baseline(x))
+            past = s.copy()
+            past.iloc[o - cfg.window:o] = past.iloc[o - cfg.window:o] * 10 + 100
+            assert not np.allclose(tiny_forecaster.forecast_at(past, [o], norm)[0].values, alone), \
+                f"{name}: the forecast at {o} ignores the window before it"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "look-ahead: Forecaster.forecast_at() without a normaliser fits it (median / mean absolute deviation) on the "
+    "whole series, points after each origin included, though its docstring says each forecast sees only the "
+    "points before its origin; score_series passes the training part's normaliser, and forecast() has no point "
+    "after its origin, so neither is affected"))
+def test_forecast_at_without_a_normaliser_reads_no_point_after_its_origin(series, tiny_forecaster):
+    s = next(iter(series.values()))
+    o = min_history(tiny_forecaster.cfg) + 100
+    future = s.copy()
+    future.iloc[o:] = future.iloc[o:] * 10 + 100
+    np.testing.assert_array_equal(tiny_forecaster.forecast_at(future, [o])[0].values,
+                                  tiny_forecaster.forecast_at(s, [o])[0].values)
 
 
 def test_forecast_shape_order_and_time_index(series, tiny_forecaster):
