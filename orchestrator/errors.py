@@ -98,8 +98,17 @@ class StoreUnavailableError(StoreError, UnavailableError):
     happen, or - for a write whose commit was cut off - its outcome is unknown. Worth retrying."""
 
 
-class LeaseLostError(StoreError, RefusedError):
+class StoreRefusedError(StoreError, RefusedError):
+    """The store is owned by another orchestrator (its lease), so this one may not run its workflows."""
+
+
+class LeaseLostError(StoreRefusedError):
     """Another orchestrator took this store over: the one that lost it must stop writing."""
+
+
+class StoreInvalidError(StoreError, InvalidError):
+    """The store was given something it cannot take (a malformed run id, cursor or reference, an unpicklable
+    result)."""
 
 
 class StoreNotFoundError(StoreError, NotFoundError):

@@ -207,7 +207,7 @@ def test_bad_and_foreign_cursors_are_refused_naming_the_parameter(store):
         with pytest.raises(InvalidError, match="cursor") as caught:
             call()
         assert words in str(caught.value)
-        assert not isinstance(caught.value, StoreError)
+        assert isinstance(caught.value, StoreError) and caught.value.http_status == 422
     # The cursor itself still works, with the arguments that gave it out.
     assert [t.task_id for t in store.page_tasks(run, cursor=task_cursor, limit=2).items] == ["t02", "t03"]
 

@@ -8,7 +8,7 @@ import time
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
+from ..errors import StoreConflictError, StoreError, StoreInvalidError, StoreNotFoundError
 from .records import ApiKeyRecord
 from .schema import ApiKeyRow
 from .transactions import StoreBase
@@ -24,11 +24,11 @@ class ApiKeys(StoreBase):
     def create_api_key(self, name: str, role: str) -> str:
         """Create a key and return its plaintext, which is shown only now: the store keeps its sha256."""
         if not name or not role:
-            raise StoreError("An API key needs a non-empty name and role")
+            raise StoreInvalidError("An API key needs a non-empty name and role")
         key = "orch_" + secrets.token_urlsafe(32)
 
         def taken() -> StoreError:
-            return StoreError(f"An active API key named '{name}' already exists; revoke it first "
+            return StoreConflictError(f"An active API key named '{name}' already exists; revoke it first "
                               "or choose another name")
 
         with self._transaction("create API key", on_conflict=taken) as conn:
@@ -55,7 +55,7 @@ class ApiKeys(StoreBase):
             n = conn.execute(sa.update(K).where(K.c.name == name, K.c.revoked_at.is_(None))
                              .values(revoked_at=time.time())).rowcount
         if n == 0:
-            raise StoreError(f"No active API key named '{name}'")
+            raise StoreNotFoundError(f"No active API key named '{name}'")
 
     def list_api_keys(self, include_revoked: bool = False) -> list[ApiKeyRecord]:
         query = sa.select(*_KEY_RECORD_COLUMNS)

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreNotFoundError
 from .database import json_dumps
 from .records import (
     DecisionRecord,
@@ -54,7 +54,7 @@ class History(StoreBase):
         params = _execution_params(rows)
 
         def unknown_task() -> StoreError:
-            return StoreError("Cannot record executions: some name a task that is not in the store "
+            return StoreNotFoundError("Cannot record executions: some name a task that is not in the store "
                               f"(first row: run '{rows[0].run_id}', task '{rows[0].task_id}')")
 
         with self._transaction("record executions", on_conflict=unknown_task) as conn:
@@ -144,7 +144,7 @@ class History(StoreBase):
         with self._transaction("verify optimization") as conn:
             if conn.execute(sa.update(O).where(O.c.id == optimization_id)
                             .values(verified_gain=verified_gain)).rowcount == 0:
-                raise StoreError(f"No workflow optimization with id {optimization_id}")
+                raise StoreNotFoundError(f"No workflow optimization with id {optimization_id}")
 
     def optimizations(self, run_id: str | None = None, workflow: str | None = None) -> list[OptimizationRecord]:
         conditions = [c for c in (O.c.run_id == run_id if run_id is not None else None,

@@ -7,7 +7,7 @@ import time
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreRefusedError
 from .schema import OrchestratorLeaseRow
 from .transactions import StoreBase
 
@@ -71,7 +71,7 @@ class Lease(StoreBase):
             conn.execute(sa.delete(L).where(L.c.name == LEASE, L.c.owner == owner))
 
     def _leased_by(self, holder: sa.Row, now: float) -> StoreError:
-        return StoreError(
+        return StoreRefusedError(
             f"Another orchestrator (pid {holder.pid} on {holder.host}, started "
             f"{time.strftime('%H:%M:%S', time.localtime(holder.acquired_at))}) is running on the store at {self.url} "
             f"and owns the store (it renewed its lease {now - holder.heartbeat_at:.1f} s ago): two orchestrators on "

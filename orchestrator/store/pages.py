@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import InvalidError
+from ..errors import StoreInvalidError
 from ..states import TaskStatus, WorkflowStatus
 from .history import EXECUTION_COLUMNS, X
 from .outbox import EVENT_RECORD_COLUMNS, E
@@ -137,7 +137,7 @@ class _Listing:
 
     A cursor is urlsafe base64 of a checksum and [version, listing name, digest of the filters, last key]: a
     cursor that was altered or cut short, or that another listing or other filters gave out, is refused with
-    an InvalidError that names the parameter. The checksum is not a signature; a forged cursor gains nothing,
+    an StoreInvalidError that names the parameter. The checksum is not a signature; a forged cursor gains nothing,
     as it only says where a listing resumes."""
 
     def __init__(self, name: str, arguments: dict[str, Any]):
@@ -157,7 +157,7 @@ class _Listing:
         return base64.urlsafe_b64encode(checksum + body).rstrip(b"=").decode("ascii")
 
     def decode(self, cursor: str | None, types: Sequence[type]) -> tuple[Any, ...] | None:
-        """The key a cursor of this listing resumes after (None: from the start); InvalidError if it is not one."""
+        """The key a cursor of this listing resumes after (None: from the start); StoreInvalidError if it is not one."""
         if cursor is None:
             return None
         shown = repr(cursor) if len(repr(cursor)) <= 40 else repr(cursor)[:36] + "...'"
@@ -167,27 +167,27 @@ class _Listing:
                                    validate=True)
             checksum, body = raw[:_CHECKSUM_BYTES], raw[_CHECKSUM_BYTES:]
         except (AttributeError, UnicodeError, binascii.Error, ValueError):
-            raise InvalidError(f"cursor {shown} is not a cursor of this store; {unchanged}") from None
+            raise StoreInvalidError(f"cursor {shown} is not a cursor of this store; {unchanged}") from None
         if not body or hashlib.sha256(body).digest()[:_CHECKSUM_BYTES] != checksum:
-            raise InvalidError(f"cursor {shown} was altered or cut short (its checksum does not match); {unchanged}")
+            raise StoreInvalidError(f"cursor {shown} was altered or cut short (its checksum does not match); {unchanged}")
         try:
             version, name, digest, key = json.loads(body)
         except (ValueError, TypeError):
-            raise InvalidError(f"cursor {shown} is not a cursor of this store; {unchanged}") from None
+            raise StoreInvalidError(f"cursor {shown} is not a cursor of this store; {unchanged}") from None
         if version != _CURSOR_VERSION:
-            raise InvalidError(f"cursor {shown} was given out by another version of the store; start again with "
+            raise StoreInvalidError(f"cursor {shown} was given out by another version of the store; start again with "
                                "no cursor")
         if name != self.name:
-            raise InvalidError(f"cursor {shown} was given out by {name}, not {self.name}; pass each listing the "
+            raise StoreInvalidError(f"cursor {shown} was given out by {name}, not {self.name}; pass each listing the "
                                f"next_cursor of its own pages, or no cursor for the first page")
         if digest != self.digest:
             filters = ", ".join(f"{k}={v!r}" for k, v in self.arguments.items())
-            raise InvalidError(f"cursor {shown} was given out for other arguments than this call's ({self.name} "
+            raise StoreInvalidError(f"cursor {shown} was given out for other arguments than this call's ({self.name} "
                                f"with {filters}); pass the arguments of the call whose page gave it out, or no "
                                "cursor to start again")
         if (not isinstance(key, list) or len(key) != len(types)
                 or not all(_is_a(value, kind) for value, kind in zip(key, types))):
-            raise InvalidError(f"cursor {shown} is not a cursor of this store; {unchanged}")
+            raise StoreInvalidError(f"cursor {shown} is not a cursor of this store; {unchanged}")
         return tuple(key)
 
 
@@ -199,16 +199,16 @@ def _is_a(value: Any, kind: type) -> bool:
 
 def _check_limit(limit: Any) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_LIMIT:
-        raise InvalidError(f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}, not {limit!r}")
+        raise StoreInvalidError(f"limit must be a whole number from 1 to {MAX_PAGE_LIMIT}, not {limit!r}")
     return limit
 
 
 def _check_status(status: Enum | str | None, kind: type[Enum]) -> str | None:
-    """The status filter as its stored text; InvalidError if `kind` has no such status."""
+    """The status filter as its stored text; StoreInvalidError if `kind` has no such status."""
     if status is None:
         return None
     try:
         return kind(status).value
     except ValueError:
         known = ", ".join(s.value for s in kind)
-        raise InvalidError(f"status must be one of {known} (or none for every status), not {status!r}") from None
+        raise StoreInvalidError(f"status must be one of {known} (or none for every status), not {status!r}") from None

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreNotFoundError
 from . import results as result_codec
 from .runs import RUN_ID, unknown_task
 from .schema import ResultRow
@@ -66,14 +66,14 @@ class ResultStorage(StoreBase):
             row = conn.execute(sa.select(R.c.kind, R.c.format, R.c.inline, R.c.path).where(
                 R.c.run_id == run_id, R.c.task_id == task_id)).first()
         if row is None:
-            raise StoreError(f"No result is stored for task '{task_id}' of workflow run '{run_id}' "
+            raise StoreNotFoundError(f"No result is stored for task '{task_id}' of workflow run '{run_id}' "
                              f"(reference '{result_ref}')")
         kind, fmt, inline, relative = row
         if kind == "inline":
             return result_codec.decode_bytes(fmt, bytes(inline))
         path = self.storage_dir / relative
         if not path.exists():
-            raise StoreError(f"The result file of task '{task_id}' of run '{run_id}' is missing: '{path}'. "
+            raise StoreNotFoundError(f"The result file of task '{task_id}' of run '{run_id}' is missing: '{path}'. "
                              "Open the store with the storage_dir that saved it (a shared folder when "
                              "tasks run on several machines)")
         return result_codec.read_file(path, kind, fmt)

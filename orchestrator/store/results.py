@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreInvalidError
 
 INLINE_LIMIT = 64 * 1024  # bytes: an encoded value up to this size is kept in the results table
 REF_PREFIX = "result://"
@@ -35,7 +35,7 @@ def result_ref(run_id: str, task_id: str) -> str:
 
 def parse_ref(ref: str) -> tuple[str, str]:
     if not isinstance(ref, str) or not ref.startswith(REF_PREFIX) or "/" not in ref[len(REF_PREFIX):]:
-        raise StoreError(f"'{ref}' is not a result reference; expected {REF_PREFIX}<run_id>/<task_id> "
+        raise StoreInvalidError(f"'{ref}' is not a result reference; expected {REF_PREFIX}<run_id>/<task_id> "
                          "as returned by Store.save_result()")
     run_id, task_id = ref[len(REF_PREFIX):].split("/", 1)
     return run_id, task_id
@@ -60,7 +60,7 @@ def encode(value: Any) -> EncodedResult:
     try:
         data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        raise StoreError(f"Cannot store a result of type {type(value).__name__}: it cannot be pickled ({exc}); "
+        raise StoreInvalidError(f"Cannot store a result of type {type(value).__name__}: it cannot be pickled ({exc}); "
                          "return plain data, a DataFrame or a pyarrow Table") from exc
     return EncodedResult("inline" if len(data) <= INLINE_LIMIT else "file", "pickle", data)
 

@@ -11,7 +11,7 @@ from dataclasses import fields
 
 import sqlalchemy as sa
 
-from ..errors import StoreConflictError, StoreError, StoreNotFoundError
+from ..errors import StoreConflictError, StoreError, StoreInvalidError, StoreNotFoundError
 from ..model import Workflow
 from ..states import TaskStatus, WorkflowStatus
 from .database import json_dumps
@@ -52,7 +52,7 @@ class Runs(StoreBase):
         for wf, policy, run_id in runs:
             run_id = run_id if run_id is not None else new_run_id(wf.name)
             if not RUN_ID.match(run_id):
-                raise StoreError(f"Run id '{run_id}' must be 1-128 letters, digits, '.', '_' or '-', "
+                raise StoreInvalidError(f"Run id '{run_id}' must be 1-128 letters, digits, '.', '_' or '-', "
                                  "starting with a letter or digit")
             if run_id in run_ids:
                 raise _duplicate_run(run_id)

@@ -136,4 +136,5 @@ def open_error(url: URL, exc: BaseException) -> StoreError:
                           "created by a newer version of the orchestrator")
     hint = ("check that the folder exists and is writable" if url.get_backend_name() == "sqlite"
             else "check that the server is running and the host, port, user, password and database are right")
-    return StoreError(f"Cannot open the state store at '{masked}': {_cause(exc)}; {hint}")
+    kind = type(_database_error(exc, "")) if isinstance(exc, (sa.exc.DBAPIError, sa.exc.InterfaceError)) else StoreError
+    return kind(f"Cannot open the state store at '{masked}': {_cause(exc)}; {hint}")
