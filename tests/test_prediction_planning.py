@@ -87,11 +87,6 @@ def test_forecasts_of_the_later_part_read_no_point_at_or_after_their_origin(seri
                 f"{name}: the forecast at {o} ignores the window before it"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "look-ahead: Forecaster.forecast_at() without a normaliser fits it (median / mean absolute deviation) on the "
-    "whole series, points after each origin included, though its docstring says each forecast sees only the "
-    "points before its origin; score_series passes the training part's normaliser, and forecast() has no point "
-    "after its origin, so neither is affected"))
 def test_forecast_at_without_a_normaliser_reads_no_point_after_its_origin(series, tiny_forecaster):
     s = next(iter(series.values()))
     o = min_history(tiny_forecaster.cfg) + 100

@@ -197,7 +197,8 @@ class Forecaster:
         origins = np.asarray(origins, dtype=np.int64)
         if origins.min() < need or origins.max() > len(x):
             raise PredictionError(f"Forecast origins must lie in [{need}, {len(x)}]")
-        norm = normaliser or Normaliser.fit(x)
+        # Without a given normaliser, fit one on the points before the earliest origin: what every origin has seen.
+        norm = normaliser or Normaliser.fit(x[:int(origins.min())])
         tod = _future_tod(series.index, cfg.horizon, cfg.step_minutes)
         z = np.concatenate([norm(x), np.zeros(cfg.horizon)])
         window, horizon, level = make_windows(z, tod, origins, cfg)
