@@ -10,6 +10,7 @@ import pytest
 from orchestrator.errors import InvalidTransitionError
 from orchestrator.model import Workflow
 from orchestrator.runtime.state import RetryPolicy, RuntimeState
+from orchestrator.scheduling.heuristics import FifoPolicy
 from orchestrator.scheduling.interface import NodeView
 from orchestrator.states import TaskStatus, WorkflowStatus
 from orchestrator.store.records import TaskChange, WorkflowChange
@@ -219,3 +220,92 @@ def test_dispatch_ahead_keeps_accounting_consistent_under_random_outcomes():
         else:
             st.succeeded(run, i, node, None, t)
     assert st.nodes.free_cpus == [3.0, 2.0] and st.num_ahead() == 0
+
+
+# ---- the semantics shared with the simulator ------------------------------------------------------------------
+
+def test_retry_delays_are_a_function_of_seed_job_task_and_attempt():
+    retry = RetryPolicy(base=1.0, cap=100.0, jitter=0.5)
+    d = retry.delay(2, None, seed=3, job=1, task=4)
+    assert 2.0 <= d < 3.0
+    assert retry.delay(2, None, seed=3, job=1, task=4) == d  # no shared random stream: the same call, the same delay
+    assert len({retry.delay(2, None, seed=s, job=1, task=4) for s in range(20)}) == 20
+    assert retry.delay(1, 0.5, seed=3, job=1, task=4) < 0.75  # the task's retry_delay as the base
+    assert retry.delay(1, float("nan")) >= 1.0  # NaN (the simulator's "not given"): the default base
+    assert RetryPolicy(base=1.0, jitter=0.0).delay(30) == 300.0  # capped
+    # The runtime keys the jitter by (its seed, the run's index, the task, the task's own failures).
+    st = RuntimeState(NodeView(["n0"], [4.0], [64e9], [0.0]), default_policy="fifo", retry=retry, seed=3)
+    st.admit("r0", _diamond(), 0.0)
+    run = st.admit("r1", _diamond(retries=2), 0.0)
+    made = [d for r, d in st.schedule(0.0) if r is run]
+    st.failed(run, 0, made[0].node, "boom", 5.0)
+    assert run.next_attempt_at[0] == 5.0 + retry.delay(1, None, seed=3, job=run.id, task=0)
+
+
+def test_retries_due_together_become_ready_in_the_order_they_were_scheduled():
+    st = RuntimeState(NodeView(["n0"], [4.0], [64e9], [0.0]), default_policy="fifo",
+                      retry=RetryPolicy(base=0.0, cap=0.0, jitter=0.0))
+    run = st.admit("r", _fan(3, 1.0, retries=1), 0.0)
+    st.schedule(0.0)
+    for i in (2, 0, 1):
+        assert st.failed(run, i, 0, "x", 1.0) == "retrying"
+    assert st.promote_due_retries(1.0) == 3
+    assert [t.task for t in sorted(run.ready_tasks.values(), key=lambda t: t.seq)] == [2, 0, 1]
+
+
+def test_custom_resources_are_matched_against_the_node_list():
+    nodes = NodeView(["plain", "gpu-box"], [4.0, 4.0], [64e9, 64e9], [0.0, 0.0], custom=[{}, {"worker": 2.0}])
+    st = RuntimeState(nodes, default_policy="fifo")
+    wf = Workflow(name="c", tasks=[{"id": "w", "resources": {"custom": {"worker": 1}}}, {"id": "p"},
+                                   {"id": "x", "resources": {"custom": {"worker": 3}}}])
+    run = st.admit("r", wf, 0.0)
+    assert run.ready_tasks[0].allowed == frozenset({1}) and run.ready_tasks[1].allowed is None
+    assert run.ready_tasks[2].allowed == frozenset()  # no node offers 3
+    assert {d.task.task: d.node for _, d in st.schedule(0.0)} == {0: 1, 1: 0}
+    st.node_filter = lambda custom: frozenset({0})  # an engine's own filter takes precedence
+    assert st.allowed({"worker": 1}) == frozenset({0})
+
+
+def test_failed_and_skipped_tasks_leave_no_remaining_work():
+    st = _state()
+    run = st.admit("r", Workflow(name="d", tasks=[{"id": "a", "duration": 2}, {"id": "b", "depends_on": ["a"],
+                                                                                "duration": 3},
+                                                  {"id": "c", "duration": 5}]), 0.0)
+    assert run.remaining_work == 10.0
+    st.schedule(0.0)
+    st.failed(run, 0, 0, "boom", 1.0)
+    assert run.remaining_work == 5.0  # a failed, b skipped: only c's work is left
+    st.update_predictions(run, {2: 4.0})
+    assert run.remaining_work == 4.0 and run.pred[2] == 4.0
+
+
+def test_dispatch_ahead_never_commits_a_task_to_a_node_too_small_for_it():
+    nodes = NodeView(["small", "big"], [1.0, 4.0], [64e9, 64e9], [0.0, 0.0])
+    st = RuntimeState(nodes, default_policy="fifo", ahead=4.0, ahead_max_s=1.0)
+    st.admit("r", Workflow(name="f", tasks=[{"id": f"t{i}", "duration": 0.1, "resources": {"cpus": 2}}
+                                            for i in range(6)]), 0.0)
+    made = st.schedule(0.0)
+    assert [d.node for _, d in made] == [1, 1, 1, 1]  # two hold the big node's slots, two wait ahead there
+    assert st.num_ahead() == 2
+
+
+def test_a_task_committed_ahead_to_a_node_with_room_takes_it_at_once():
+    class OneFirst(FifoPolicy):
+        """Starts a single task per round on the free resources, then fills the allowance."""
+
+        def schedule(self, state):
+            decisions = super().schedule(state)
+            return decisions if state.max_predicted is not None else decisions[:1]
+
+    from orchestrator import scheduling
+
+    scheduling._REGISTRY["one-first"] = OneFirst
+    try:
+        st = RuntimeState(NodeView(["n0", "n1"], [1.0, 1.0], [64e9, 64e9], [0.0, 0.0]), default_policy="one-first",
+                          ahead=1.0, ahead_max_s=1.0)
+        run = st.admit("r", _fan(3, 0.1), 0.0)
+        made = [(d.task.task, d.node) for _, d in st.schedule(0.0)]
+        assert made == [(0, 0), (1, 0), (2, 1)]  # t2 is committed ahead to n1, which is idle: it starts there
+        assert st.take_promoted() == [(run, 2)] and run.ahead == {1} and st.nodes.free_cpus == [0.0, 0.0]
+    finally:
+        del scheduling._REGISTRY["one-first"]

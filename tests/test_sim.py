@@ -3,6 +3,8 @@ every task done once, identical results for a seed, and clear errors for impossi
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -218,3 +220,201 @@ print(sorted(m for m in ("ray", "torch", "torch_geometric") if m in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+# ---- one semantics with the runtime: task priorities, custom resources, failures and retries, dispatch ahead ----
+
+def test_dag_arrays_carry_priorities_retries_and_custom_requests():
+    from orchestrator.dag import dag_arrays
+
+    wf = Workflow(name="w", tasks=[{"id": "a", "priority": 3, "retries": 2, "retry_delay": 0.5},
+                                   {"id": "b", "depends_on": ["a"], "resources": {"custom": {"worker": 1}}}])
+    dag = dag_arrays(wf)
+    assert dag.priority.tolist() == [3, 0] and dag.retries.tolist() == [2, 0]
+    assert dag.retry_delay[0] == 0.5 and np.isnan(dag.retry_delay[1])
+    assert dag.custom == ({}, {"worker": 1.0})
+    assert dag_arrays(Workflow(name="v", tasks=[{"id": "a"}])).custom is None
+    assert dag.descendants(0) == [1] and dag.descendants(1) == []
+
+
+def _one_cpu_order(wf, jobs=1, priorities=None):
+    from orchestrator.sim.workload import replay_workload
+
+    wl = replay_workload([TraceLibrary.from_workflows([wf]).entries[0]] * jobs, [0.0] * jobs, noise=0.0)
+    if priorities:
+        wl = type(wl)(tuple(replace(j, priority=p) for j, p in zip(wl.jobs, priorities)))
+    result = simulate(wl, Cluster.homogeneous(1, cpus=1), get_policy("fifo"))
+    order = np.lexsort((result.tasks.task, result.tasks.job, result.tasks.start))
+    return [(int(result.tasks.job[k]), wf.tasks[int(result.tasks.task[k])].id) for k in order]
+
+
+def test_tasks_run_by_their_own_priority_and_a_jobs_priority_raises_all_of_its_tasks():
+    wf = Workflow(name="w", tasks=[{"id": "low", "duration": 1}, {"id": "high", "duration": 1, "priority": 5},
+                                   {"id": "mid", "duration": 1, "priority": 2}])
+    assert _one_cpu_order(wf) == [(0, "high"), (0, "mid"), (0, "low")]
+    # Job 1's priority is an offset of 4 on each of its tasks' (9, 6, 4 against job 0's 5, 2, 0).
+    order = _one_cpu_order(wf, jobs=2, priorities=[0, 4])
+    assert order == [(1, "high"), (1, "mid"), (0, "high"), (1, "low"), (0, "mid"), (0, "low")]
+
+
+def test_custom_resources_keep_tasks_on_the_nodes_that_offer_them():
+    tasks = [{"id": f"w{i}", "duration": 1, "resources": {"custom": {"worker": 1}}} for i in range(6)]
+    tasks += [{"id": f"o{i}", "duration": 1} for i in range(6)]
+    wl = single_workload(TraceLibrary.from_workflows([Workflow(name="w", tasks=tasks)]).entries[0], noise=0.0)
+    cluster = Cluster((NodeSpec("plain", 4, 8 * GiB), NodeSpec("worker", 1, 8 * GiB, custom={"worker": 2})))
+    for policy in POLICIES:
+        rec = simulate(wl, cluster, get_policy(policy)).tasks
+        assert set(rec.node[rec.task < 6].tolist()) == {1}, policy  # only the node offering `worker`
+        check_invariants(simulate(wl, cluster, get_policy(policy)), wl, cluster)
+    with pytest.raises(SimulationError, match=r"custom resources \{'worker': 1.0\}: no node of the cluster offers"):
+        simulate(wl, Cluster.homogeneous(2, cpus=4), get_policy("fifo"))
+
+
+def test_illegal_status_moves_are_refused_by_the_transition_table():
+    from orchestrator.errors import InvalidTransitionError
+    from orchestrator.sim.engine import Simulation
+    from orchestrator.states import (
+        NUM_TASK_STATUSES,
+        SUCCEEDED_CODE,
+        TASK_CODE,
+        TASK_MOVES,
+        TASK_TRANSITIONS,
+    )
+
+    legal = {(TASK_CODE[a], TASK_CODE[b]) for a, b in TASK_TRANSITIONS}
+    assert {(k // NUM_TASK_STATUSES, k % NUM_TASK_STATUSES) for k, ok in enumerate(TASK_MOVES) if ok} == legal
+    wf = Workflow(name="w", tasks=[{"id": "a", "duration": 1}, {"id": "b", "depends_on": ["a"], "duration": 1}])
+    sim = Simulation(single_workload(TraceLibrary.from_workflows([wf]).entries[0]), Cluster.homogeneous(1),
+                     get_policy("fifo"))
+    assert sim.advance()
+    with pytest.raises(InvalidTransitionError, match="from 'pending' to 'succeeded'"):
+        sim._move(sim.jobs[0], 1, SUCCEEDED_CODE)
+
+
+def _attempts(events):
+    """Every attempt (job, task, node, start, end, outcome) from a simulation's event log."""
+    started, out = {}, []
+    for e in events:
+        if e[0] == "decide" and not e[3]:
+            for job, task, node in e[2]:
+                started[(job, task)] = (node, e[1])
+        elif e[0] == "promote":
+            started[(e[2], e[3])] = (e[4], e[1])
+        elif e[0] == "end":
+            node, start = started.pop((e[2], e[3]))
+            assert node == e[4]
+            out.append((e[2], e[3], node, start, e[1], e[5]))
+    assert not started
+    return out
+
+
+def check_attempt_invariants(events, result, workload, cluster):
+    """With failures and dispatch ahead: capacity holds over every attempt, a task starts after its parents
+    succeeded, a failed attempt is retried no sooner than its backoff, and the bounds still hold."""
+    attempts = _attempts(events)
+    jobs = {j.id: j for j in workload.jobs}
+    for n, node in enumerate(cluster.nodes):
+        edges = []
+        for job, task, on, start, end, _ in attempts:
+            if on == n:
+                need = jobs[job].dag.cpus[task], jobs[job].dag.memory[task]
+                edges += [(start, 1, need), (end, -1, need)]
+        cpus = mem = 0.0
+        for _, sign, (c, m) in sorted(edges, key=lambda e: (e[0], e[1])):  # ends before starts at one instant
+            cpus, mem = cpus + sign * c, mem + sign * m
+            assert cpus <= node.cpus + 1e-6 and mem <= node.memory + 1e-6
+    succeeded = {(job, task): end for job, task, _, _, end, outcome in attempts if outcome == "succeeded"}
+    first_start = {}
+    for job, task, _, start, _, _ in attempts:
+        first_start.setdefault((job, task), start)
+    for (job, task), start in first_start.items():
+        dag = jobs[job].dag
+        for p in dag.parents_of(task).tolist():
+            assert start >= succeeded[(job, p)] - 1e-9
+    m = result.metrics()
+    assert m["makespan"] >= m["makespan_lb"] - 1e-6
+    assert np.all(result.jct >= result.isolated_lb - 1e-6)
+    return attempts
+
+
+def test_failures_are_retried_with_the_runtimes_backoff_then_fail_the_job_and_skip_descendants():
+    from orchestrator.scheduling.retry import RetryPolicy
+    from orchestrator.sim.engine import Simulation
+    from orchestrator.sim.workload import FailureModel
+    from orchestrator.states import FAILED_CODE, SKIPPED_CODE, SUCCEEDED_CODE
+
+    wf = Workflow(name="w", tasks=[{"id": "a", "duration": 2, "retries": 2, "retry_delay": 1.0},
+                                   {"id": "b", "depends_on": ["a"], "duration": 1},
+                                   {"id": "c", "duration": 3}])
+    entry = TraceLibrary.from_workflows([wf]).entries[0]
+    retry = RetryPolicy()
+    # `a` fails twice (each attempt holding its cpu for half its duration), then succeeds.
+    wl = single_workload(entry, noise=0.0, failures=FailureModel(by_task={"a": 0.999999}, fraction=(0.5, 0.5)))
+    wl = type(wl)((replace(wl.jobs[0], failed_attempts=np.array([2, 0, 0])),))
+    events = []
+    sim = Simulation(wl, Cluster.homogeneous(1, cpus=4), get_policy("fifo"), seed=7, events=events)
+    result = sim.run()
+    runs = [a for a in _attempts(events) if a[1] == 0]
+    assert [a[5] for a in runs] == ["retrying", "retrying", "succeeded"]
+    d1, d2 = (retry.delay(k, 1.0, seed=7, job=0, task=0) for k in (1, 2))
+    assert [(a[3], a[4]) for a in runs] == [(0.0, 1.0), (1.0 + d1, 2.0 + d1), (2.0 + d1 + d2, 4.0 + d1 + d2)]
+    assert result.tasks.attempts.tolist() == [3, 1, 1] and result.failed_jobs == 0
+    assert result.jct[0] == 5.0 + d1 + d2 and result.isolated_lb[0] == pytest.approx(result.jct[0])
+    # With one retry, `a` is out of retries after its second failure: `b` is skipped, the job failed.
+    wl = type(wl)((replace(wl.jobs[0], failed_attempts=np.array([3, 0, 0])),))
+    result = simulate(wl, Cluster.homogeneous(1, cpus=4), get_policy("fifo"), seed=7)
+    assert result.tasks.status.tolist() == [FAILED_CODE, SKIPPED_CODE, SUCCEEDED_CODE]
+    assert result.failed_jobs == 1 and not result.succeeded[0] and result.metrics()["failed_jobs"] == 1
+    assert result.jct[0] == 3.0 + d1 + d2  # up to its end: the third failure of `a`
+    assert np.isnan(result.tasks.start[1]) and result.tasks.node[1] == -1
+
+
+@settings(max_examples=40, deadline=None)
+@given(workloads(), st.sampled_from(POLICIES), st.integers(0, 3), st.floats(0.0, 100.0),
+       st.sampled_from([0.0, 0.3, 0.7]), st.sampled_from([0.0, 1.0, 2.0]))
+def test_random_workloads_with_failures_and_dispatch_ahead_keep_invariants(wf, policy, seed, spacing, p, ahead):
+    from orchestrator.sim.engine import Simulation
+    from orchestrator.sim.workload import FailureModel, replay_workload
+
+    wf = wf.model_copy(update={"tasks": [t.model_copy(update={"retries": k % 3}) for k, t in enumerate(wf.tasks)]})
+    lib = TraceLibrary.from_workflows([wf])
+    cluster = Cluster((NodeSpec("a", 3, 8 * GiB), NodeSpec("b", 4, 6 * GiB)))
+    wl = replay_workload([lib.entries[0]] * 3, [0.0, spacing, 2 * spacing], seed=seed,
+                         failures=FailureModel(probability=p, fraction=(0.1, 1.0)))
+    events = []
+    result = Simulation(wl, cluster, get_policy(policy), seed=seed, events=events, dispatch_ahead=ahead,
+                        dispatch_ahead_max_s=5.0).run()
+    attempts = check_attempt_invariants(events, result, wl, cluster)
+    ahead_started = {(j, t) for e in events if e[0] == "decide" and e[3] for j, t, _ in e[2]}
+    for job, task in ahead_started:
+        assert wl.jobs[job].predicted[task] <= 5.0
+    assert len(attempts) == result.decisions
+    again = Simulation(wl, cluster, get_policy(policy), seed=seed, dispatch_ahead=ahead,
+                       dispatch_ahead_max_s=5.0).run()
+    assert np.array_equal(again.finish, result.finish) and np.array_equal(again.tasks.node, result.tasks.node)
+
+
+def test_failures_leave_the_rest_of_the_workload_unchanged_and_are_seeded(trace_library):
+    from orchestrator.sim.workload import FailureModel
+
+    lib = trace_library.subset(max_tasks=120)
+    cluster = Cluster.homogeneous(2, cpus=8, memory_gib=16)
+    plain = poisson_workload(lib, cluster, 0.8, 5, seed=4)
+    failing = poisson_workload(lib, cluster, 0.8, 5, seed=4, failures=FailureModel(probability=0.05))
+    for a, b in zip(plain.jobs, failing.jobs):
+        assert a.arrival == b.arrival and np.array_equal(a.predicted, b.predicted)
+    again = poisson_workload(lib, cluster, 0.8, 5, seed=4, failures=FailureModel(probability=0.05))
+    drawn = [j.failed_attempts for j in failing.jobs if j.failed_attempts is not None]
+    assert drawn and all(np.array_equal(x.failed_attempts, y.failed_attempts)
+                         for x, y in zip(failing.jobs, again.jobs) if x.failed_attempts is not None)
+    result = simulate(failing, cluster, get_policy("srpt-cp"), seed=4)
+    assert result.failed_jobs > 0 and len(result.jct) == len(failing.jobs)
+
+
+def test_step_by_step_simulation_refuses_dispatch_ahead():
+    from orchestrator.sim.engine import Simulation
+
+    wl = single_workload(TraceLibrary.from_workflows([Workflow(name="w", tasks=[{"id": "a"}])]).entries[0])
+    sim = Simulation(wl, Cluster.homogeneous(1), get_policy("fifo"), dispatch_ahead=2.0)
+    with pytest.raises(SimulationError, match="does not model dispatch ahead"):
+        sim.advance()

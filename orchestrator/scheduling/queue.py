@@ -253,10 +253,11 @@ class ReadyQueue:
         two_eps = 2 * EPS
         if limit < two_eps:
             return started, most
-        # Segments walked one after the other, each the merged order of its lists: a job's tasks, job by job
-        # (a by-job queue); the cpu classes that can fit, merged (a flat queue).
+        # Segments walked one after the other: a job's tasks, job by job (a by-job queue); the cpu classes that
+        # can fit, merged into one order (a flat queue). A segment is one ordered list, or a list of them to merge.
         if self.by_job:
-            segments = [([self._job_tasks[job_id]], job_id) for _, job_id in self._jobs]
+            job_tasks = self._job_tasks
+            segments = [(job_tasks[job_id], job_id) for _, job_id in self._jobs]
         else:
             cutoff = limit + 1e-9
             classes = []
@@ -265,25 +266,30 @@ class ReadyQueue:
                     break
                 if tasks.size:
                     classes.append(tasks)
-            segments = [(classes, None)] if classes else ()
+            segments = ((classes if len(classes) > 1 else classes[0], None),) if classes else ()
         node_range = range(len(free_c))
         misses = 0
         stop = False
-        for sources, job_id in segments:
-            merged = len(sources) > 1
-            if merged:
+        for segment, job_id in segments:
+            merged = type(segment) is list
+            if merged:  # `front` stays empty: every step takes the merged branch below
+                sources = segment
                 pos = [0] * len(sources)
                 heads = [s.front[0] if s.front else _next_entry(s) for s in sources]
                 b = -1
+                front = ()
             else:
-                src = sources[0]
+                src = segment
                 front = src.front
             i = 0
             while True:
-                if merged:  # the least head of the lists
+                if i < len(front):
+                    task = front[i][2]
+                elif merged:  # the least head of the lists
                     if b >= 0:
+                        f = src.front
                         pos[b] = i
-                        heads[b] = front[i] if i < len(front) else _next_entry(src)
+                        heads[b] = f[i] if i < len(f) else _next_entry(src)
                     b, entry = -1, None
                     for j, e in enumerate(heads):
                         if e is not None and (entry is None or e < entry):
@@ -291,15 +297,15 @@ class ReadyQueue:
                     if b < 0:
                         break
                     src = sources[b]
-                    front = src.front
                     i = pos[b]
-                elif i < len(front):
-                    entry = front[i]
+                    task = entry[2]
+                elif not src.heap:
+                    break
                 else:  # walked past everything sorted so far: the next entry comes off the heap
                     entry = _next_entry(src)
                     if entry is None:
                         break
-                task = entry[2]
+                    task = entry[2]
                 if max_predicted is not None and task.predicted > max_predicted:
                     i += 1  # not offered
                     continue
@@ -323,7 +329,7 @@ class ReadyQueue:
                         break
                     continue
                 if take:
-                    del front[i]
+                    del src.front[i]
                     src.size -= 1
                 else:
                     i += 1
@@ -338,7 +344,7 @@ class ReadyQueue:
                     if limit < two_eps:  # no cpu left anywhere (a zero-cpu task waits for the next round)
                         stop = True
                         break
-            if take and job_id is not None and not sources[0].size:
+            if take and job_id is not None and not src.size:
                 self._jobs.remove(self._job_key.pop(job_id))
             if stop:
                 break

@@ -235,7 +235,12 @@ class Simulation:
 
     # ---- event handling ---------------------------------------------------------------------------------
     def _make_ready(self, js: JobState, t: int) -> None:
-        self._move(js, t, READY_CODE)
+        detail = js.detail
+        old = detail[t]
+        if not TASK_MOVES[old * _N + READY_CODE]:  # `_move`, inline
+            raise illegal_task_move(old, READY_CODE)
+        detail[t] = READY_CODE
+        js.status[t] = TASK_READY
         self._ready_seq += 1
         allowed = js.allowed
         self.queue.push(ready_task(js, t, self.now, self._ready_seq, allowed[t] if allowed is not None else None),
@@ -273,40 +278,48 @@ class Simulation:
         else:
             same_end.append((js, t, node))
 
-    def _release(self, js: JobState, t: int, node: int) -> None:
-        """An attempt ended: its resources are free again, and tasks waiting ahead at its node may take them."""
-        self.nodes.release(node, js.cpus[t], js.memory[t], js.gpus[t])
-        if self.ahead.queues.get(node):
-            for job_id, task in self.ahead.promote(node, self.nodes):
-                self._promoted(job_id, task, node)
-
     def _promoted(self, job_id: int, t: int, node: int) -> None:
         if self.events is not None:
             self.events.append(("promote", self.now, job_id, t, node))
         self._start(self.jobs[job_id], t, node)
 
     def _finish(self, js: JobState, t: int, node: int) -> None:
-        """An attempt ended: it succeeded, or failed as drawn (then it is retried after its backoff, or fails
-        for good and its descendants are skipped)."""
+        """An attempt ended: its resources are free again (tasks waiting ahead at its node may take them), and it
+        succeeded, or failed as drawn (then it is retried after its backoff, or fails for good and its
+        descendants are skipped)."""
         fails = js.fails
         ok = fails is None or js.failures[t] >= fails[t]
         if self.events is not None:
             outcome = ("succeeded" if ok else "retrying" if js.failures[t] + 1 <= js.retries[t] else "failed")
             self.events.append(("end", self.now, js.id, t, node, outcome))
-        self._release(js, t, node)
+        nodes = self.nodes  # its resources are free again
+        nodes.free_cpus[node] += js.cpus[t]
+        nodes.free_memory[node] += js.memory[t]
+        nodes.free_gpus[node] += js.gpus[t]
+        if self.ahead.queues and self.ahead.queues.get(node):
+            for job_id, task in self.ahead.promote(node, nodes):
+                self._promoted(job_id, task, node)
         self.completions += 1
         if js.end is not None:
             js.end[t] = self.now
         if ok:
-            self._move(js, t, SUCCEEDED_CODE)
+            detail = js.detail
+            old = detail[t]
+            if not TASK_MOVES[old * _N + SUCCEEDED_CODE]:  # `_move`, inline
+                raise illegal_task_move(old, SUCCEEDED_CODE)
+            detail[t] = SUCCEEDED_CODE
+            js.status[t] = TASK_DONE
             js.remaining_work -= js.pred[t] * js.cpus[t]
             js.remaining_tasks -= 1
-            pending = js.pending
-            for c in js.kids[t]:
-                left = pending[c] - 1
-                pending[c] = left
-                if left == 0:
-                    self._make_ready(js, c)
+            kids = js.kids[t]
+            if kids:
+                pending = js.pending
+                make_ready = self._make_ready
+                for c in kids:
+                    left = pending[c] - 1
+                    pending[c] = left
+                    if left == 0:
+                        make_ready(js, c)
         else:
             js.failures[t] += 1
             failures = js.failures[t]
@@ -500,11 +513,15 @@ class Simulation:
             self.events.append(("round", self.now, len(self.queue),
                                 {job_id: js.remaining_work for job_id, js in self.jobs.items()}))
         if len(self.queue) and max(self.nodes.free_cpus) > EPS:
-            self.apply(self._ask(self))
+            decisions = self._ask(self)
+            if decisions or self.events is not None:
+                self.apply(decisions)
         if self.ahead.enabled:
             view = self.ahead.view(self)
             if view is not None:
-                self.apply(self._ask(view), view.nodes)
+                decisions = self._ask(view)
+                if decisions or self.events is not None:
+                    self.apply(decisions, view.nodes)
             for node, (job_id, task) in self.ahead.promote_all(self.nodes):
                 self._promoted(job_id, task, node)
 
@@ -524,7 +541,8 @@ class Simulation:
         """`_run` for a policy that keeps the default `schedule` (list scheduling in queue order), in a run without
         failures or dispatch ahead: the queue's walk (`ReadyQueue.walk`, the same walk the default `schedule`
         makes) starts tasks directly on the live resources, and `apply`, `_next_batch`, `_finish`, `_make_ready`
-        are inlined without their checks. The same decisions as `_run` (tests/test_sim_fastpath.py).
+        are inlined without their checks (a job's `detail` and `attempts` are settled when it ends: every task
+        ran once and succeeded). The same decisions as `_run` (tests/test_sim_fastpath.py).
         """
         policy = self.policy
         queue = self.queue
@@ -548,6 +566,7 @@ class Simulation:
         now = self.now
         most = max(free_c)  # kept equal to max(free_c)
         two_eps = 2 * EPS
+        succeeded = bytes([SUCCEEDED_CODE])
         decisions, completions = self.decisions, self.completions
         while True:
             if queue._size and most > EPS and most + EPS >= two_eps:
@@ -563,8 +582,6 @@ class Simulation:
                     js = jobs[task.job]
                     t = task.task
                     js.status[t] = TASK_RUNNING
-                    js.detail[t] = RUNNING_CODE
-                    js.attempts[t] += 1
                     if record:
                         js.start[t] = now
                         js.node[t] = node
@@ -609,7 +626,6 @@ class Simulation:
                 free_m[node] += js.memory[t]
                 free_g[node] += js.gpus[t]
                 js.status[t] = TASK_DONE
-                js.detail[t] = SUCCEEDED_CODE
                 completions += 1
                 if record:
                     js.end[t] = now
@@ -617,19 +633,21 @@ class Simulation:
                 js.remaining_tasks -= 1
                 kids = js.kids[t]
                 if kids:
-                    pending, status, detail, allowed = js.pending, js.status, js.detail, js.allowed
+                    pending, status, allowed = js.pending, js.status, js.allowed
                     for c in kids:
                         left = pending[c] - 1
                         pending[c] = left
                         if left == 0:  # `_make_ready`, inlined
                             ready_seq += 1
                             status[c] = TASK_READY
-                            detail[c] = READY_CODE
                             push_ready(ready_task(js, c, now, ready_seq, allowed[c] if allowed is not None else None),
                                        js)
                 if js.remaining_tasks == 0:
                     js.finish = now
                     finished[js.id] = jobs.pop(js.id)
+                    n = js.dag.n  # every task ran once and succeeded: `detail` and `attempts`, settled at once
+                    js.detail[:] = succeeded * n
+                    js.attempts = [1] * n
                 elif update_job is not None:
                     update_job(js)
         self._ready_seq, self.decisions, self.completions = ready_seq, decisions, completions
