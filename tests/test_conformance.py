@@ -5,6 +5,7 @@ runtime's default configuration (dispatch ahead on) and without dispatch ahead."
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import pytest
@@ -75,7 +76,7 @@ def scenarios(draw):
     return workload, cluster, seed
 
 
-EXAMPLES = 30
+EXAMPLES = int(os.environ.get("CONFORMANCE_EXAMPLES", "50"))  # per policy and configuration
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))

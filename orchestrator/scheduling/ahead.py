@@ -10,6 +10,12 @@ committed there already, and never more than the node itself has) as its free re
 tasks predicted to take at most `max_seconds`. A task committed ahead waits in its node's queue, in commit order,
 and takes a slot when its node has room for it: when a task there ends (`promote`) or, if the node has room
 already, at once at the end of the round (`promote_all`).
+
+Why the simulator models it rather than the runtime giving it up: it is how the runtime runs by default (short
+tasks would otherwise wait a round trip through the orchestrator for every slot), so a simulator without it
+would not predict the runtime; and offering the runtime's policy only the simulator's state would mean dropping
+it. Sharing this module costs the simulator one option and keeps one semantics: both engines build the same
+allowances, offer the same tasks and promote in the same order (`sim/conformance.py` checks it).
 """
 
 from __future__ import annotations

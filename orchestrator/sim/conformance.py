@@ -99,8 +99,9 @@ def check_conformance(policy_name: str, workload: Workload, cluster: Cluster, se
     sim = Simulation(workload, cluster, get_policy(policy_name), seed, record=True, retry=retry,
                      dispatch_ahead=ahead, dispatch_ahead_max_s=ahead_max_s, events=events)
     result = sim.run()
-    if not ahead:  # the step-free run (fast path where it applies) must be the same run
-        _same_run(result, simulate(workload, cluster, get_policy(policy_name), seed, retry=retry), policy_name)
+    # A plain `simulate()` (no event log; the fast path where it applies) must be the same run.
+    _same_run(result, simulate(workload, cluster, get_policy(policy_name), seed, retry=retry, dispatch_ahead=ahead,
+                               dispatch_ahead_max_s=ahead_max_s), policy_name)
 
     nodes = NodeView([n.name for n in cluster.nodes], [n.cpus for n in cluster.nodes],
                      [n.memory for n in cluster.nodes], [n.gpus for n in cluster.nodes],
@@ -158,8 +159,9 @@ def check_conformance(policy_name: str, workload: Workload, cluster: Cluster, se
                 if due != now:
                     fail(f"retry time of task {task} of job {job}", now, now, due)
             before = state._ready_seq
-            if state.promote_due_retries(now) != len(retries_due):
-                fail("number of retries due", now, len(retries_due), state.next_retry_time())
+            promoted = state.promote_due_retries(now)
+            if promoted != len(retries_due):
+                fail("number of retries falling due", now, len(retries_due), promoted)
             got_order = sorted(((runs[j].ready_tasks[t].seq, (j, t)) for j, t in retries_due), key=lambda x: x[0])
             if [jt for _, jt in got_order] != retries_due or (got_order and got_order[0][0] != before + 1):
                 fail("order in which retried tasks became ready", now, retries_due, [jt for _, jt in got_order])

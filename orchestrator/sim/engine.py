@@ -354,9 +354,6 @@ class Simulation:
                 self.events.append(("retry", self.now, job_id, t))
             self._make_ready(self.jobs[job_id], t)
 
-    def _has_events(self) -> bool:
-        return bool(self._finish_times) or bool(self._retries) or self._next_arrival < len(self._arrivals)
-
     def _next_batch(self) -> bool:
         """Move time to the next event and process every event of that time: arrivals, then ends of attempts (in
         start order), then retries falling due. False when no event is left."""
@@ -383,8 +380,6 @@ class Simulation:
         if retries and retries[0][0] <= when:
             self._retries_due()
         return True
-
-    _skip_to_next_event = _next_batch  # (its former name)
 
     def advance(self) -> bool:
         """Process events up to the next moment a decision can be taken. False when the simulation is over.
