@@ -44,8 +44,16 @@ class _BadArrival(FifoPolicy):
         raise ValueError("cannot featurise this DAG")
 
 
-for _cls in (_Raises, _Invalid, _Overcommits, _BadArrival):
-    register_policy(_cls.name, _cls)
+@pytest.fixture(autouse=True)
+def _broken_policies():
+    """Registered only while a test of this file runs (other suites, e.g. conformance, iterate every policy)."""
+    from orchestrator.scheduling import _REGISTRY
+
+    for cls in (_Raises, _Invalid, _Overcommits, _BadArrival):
+        register_policy(cls.name, cls)
+    yield
+    for cls in (_Raises, _Invalid, _Overcommits, _BadArrival):
+        _REGISTRY.pop(cls.name, None)
 
 
 def _fan(n: int, name: str = "fan", policy: str | None = None) -> Workflow:
