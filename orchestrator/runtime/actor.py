@@ -77,7 +77,6 @@ class Orchestrator:
             RetryPolicy(cfg.retry_base, cfg.retry_cap, cfg.retry_jitter, cfg.system_retries),
             default_duration=cfg.default_duration, ahead=cfg.dispatch_ahead, ahead_max_s=cfg.dispatch_ahead_max_s,
         )
-        self.state.node_filter = self.nodes.offering
         self._stop = threading.Event()
         self._done: queue.SimpleQueue = queue.SimpleQueue()  # a None wakes the loop (submitted, cancelled)
         self._final: OrderedDict[str, dict] = OrderedDict()  # progress of the latest runs that ended here

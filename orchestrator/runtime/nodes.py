@@ -9,6 +9,7 @@ import time
 import ray
 
 from ..scheduling.interface import NodeView
+from ..scheduling.placement import allowed_nodes
 
 log = logging.getLogger("orchestrator.runtime")
 
@@ -35,6 +36,7 @@ class Nodes:
                 self.alive[idx] = False
                 view.cap_cpus[idx] = view.cap_memory[idx] = view.cap_gpus[idx] = 0.0
                 view.free_cpus[idx] = view.free_memory[idx] = view.free_gpus[idx] = -1e18
+                view.custom[idx] = {}
                 log.warning("node %s left the cluster", node_id)
         for node_id, info in alive.items():
             if node_id in self.ids:
@@ -45,6 +47,7 @@ class Nodes:
             self.custom.append({k: float(v) for k, v in res.items()
                                 if k not in ("CPU", "GPU", "memory", "object_store_memory")
                                 and not k.startswith("node:")})
+            view.custom.append(dict(self.custom[-1]))  # what the scheduling state's `allowed_nodes` reads
             view.names.append(info.get("NodeManagerAddress", node_id[:8]) + "/" + node_id[:8])
             for cap, free, value in (
                 (view.cap_cpus, view.free_cpus, float(res.get("CPU", 0.0))),
@@ -56,8 +59,7 @@ class Nodes:
 
     def offering(self, custom: dict[str, float]) -> frozenset[int]:
         """The alive nodes that offer at least `custom` of every custom resource it names."""
-        return frozenset(i for i, res in enumerate(self.custom)
-                         if self.alive[i] and all(res.get(k, 0.0) >= v for k, v in custom.items()))
+        return allowed_nodes(self.custom, custom, alive=self.alive) or frozenset()
 
     def large_enough(self, cpus: float, memory: float, gpus: float) -> list[int]:
         """The alive nodes whose capacity holds this request (whether or not they have room for it now)."""

@@ -145,8 +145,8 @@ class RuntimeState:
     later can thus wait behind at most that much short work per node. Their slot is accounted when a task of the
     node ends, or at once when the node has room for them at the end of the round (`promoted`).
 
-    Custom resources: a task may go to the nodes `node_filter(request)` names when the engine sets it, else to
-    those of `nodes.custom` that offer its request (`allowed_nodes`).
+    Custom resources: a task may go to the nodes of `nodes.custom` that offer its request (`allowed_nodes`, as in
+    the simulator; the actor keeps `nodes.custom` up to date with what Ray reports, empty for a node that left).
     """
 
     def __init__(self, nodes: NodeView, default_policy: str = "srpt-cp", retry: RetryPolicy | None = None,
@@ -169,7 +169,6 @@ class RuntimeState:
         self.changes: list[TaskChange | WorkflowChange | RunNote] = []
         self.finished_runs: list[RunState] = []
         # Node indices that offer a task's custom resources (set by the engine); None: no constraint.
-        self.node_filter = None
         self._next_index = 0
         self._ready_seq = 0
         self._retry_seq = 0
@@ -287,8 +286,6 @@ class RuntimeState:
         """The nodes a task with this custom-resource request may run on; None: any."""
         if not custom:
             return None
-        if self.node_filter is not None:
-            return self.node_filter(custom)
         return allowed_nodes(self.nodes.custom, custom)
 
     def _make_ready(self, run: RunState, i: int) -> None:
