@@ -11,15 +11,12 @@ from __future__ import annotations
 from abc import ABC
 from itertools import islice
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from ..dag import DagAnalysis, DagArrays
 from ..states import TASK_STATUS_BY_CODE, TaskStatus
-
-if TYPE_CHECKING:
-    from .queue import ReadyQueue
 
 EPS = 1e-9
 
@@ -140,6 +137,18 @@ VIEW_CODE: dict[TaskStatus, int] = {
 VIEW_OF_CODE = bytes(VIEW_CODE[s] for s in TASK_STATUS_BY_CODE)  # states.TASK_CODE -> JobView.status code
 
 
+class OrderedReadyTasks(Protocol):
+    """The ready tasks of one policy in its queue order, as a scheduling state holds them (`queue.ReadyQueue`)."""
+
+    def __len__(self) -> int: ...
+
+    def iter(self, max_cpus: float | None = None, max_predicted: float | None = None) -> Iterator[ReadyTask]: ...
+
+    def walk(self, nodes: "NodeView", free_c: list[float], free_m: list[float], free_g: list[float], most: float,
+             scan_limit: int, place, take: bool,
+             max_predicted: float | None = None) -> tuple[list[tuple[ReadyTask, int]], float]: ...
+
+
 class SchedulingState(Protocol):
     """What a policy sees. Both engines offer it: the simulator (the `Simulation` itself), the runtime (one view
     per policy), and in the dispatch-ahead pass `ahead.AheadView` (allowances as free resources, only short
@@ -148,7 +157,7 @@ class SchedulingState(Protocol):
     now: float
     nodes: NodeView
     jobs: Mapping[int, JobView]
-    queue: "ReadyQueue"  # the policy's ready queue: `ready()` iterates it; the default `schedule` walks it
+    queue: OrderedReadyTasks  # the policy's ready queue: `ready()` iterates it; the default `schedule` walks it
     max_predicted: float | None  # only tasks predicted to take at most this long are offered; None: all
 
     def ready(self, max_cpus: float | None = None) -> Iterable[ReadyTask]:

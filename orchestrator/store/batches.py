@@ -62,6 +62,8 @@ _TASK_UPDATE_PG = (
     "from_status) "
     "WHERE t.run_id = v.run_id AND t.task_id = v.task_id AND t.status = v.from_status"
 )
+_MARK_BATCH_SQLITE = "UPDATE orchestrator_leases SET written_seq = ? WHERE name = ? AND owner = ?"
+_MARK_BATCH_PG = _MARK_BATCH_SQLITE.replace("?", "%s")
 _LOCK_WORKFLOWS_PG = "SELECT run_id, status FROM workflows WHERE run_id = ANY(%s) ORDER BY run_id FOR UPDATE"
 _LOCK_TASKS_PG = ("SELECT task_id, status FROM tasks WHERE run_id = %s AND task_id = ANY(%s) "
                   "ORDER BY task_id FOR UPDATE")
@@ -125,9 +127,11 @@ class Batches(StoreBase):
         return written is not None and written >= seq
 
     def _mark_batch(self, conn: sa.Connection, batch: tuple[str, int]) -> None:
+        """Record the batch number in the lease row, which must still be `owner`'s (LeaseLostError if not)."""
         owner, seq = batch
-        updated = conn.execute(sa.update(L).where(L.c.name == LEASE, L.c.owner == owner)
-                               .values(written_seq=seq)).rowcount
+        # Driver-level SQL: it runs in every write transaction (a compiled Core statement costs ten times more).
+        updated = conn.exec_driver_sql(_MARK_BATCH_PG if self.dialect == "postgresql" else _MARK_BATCH_SQLITE,
+                                       (seq, LEASE, owner)).rowcount
         if updated != 1:
             raise LeaseLostError(f"The orchestrator '{owner}' no longer holds the lease of the store at {self.url}: "
                                  "another orchestrator took it over; nothing of this write was applied")
