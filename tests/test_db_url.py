@@ -67,7 +67,7 @@ def test_another_db_url_than_the_running_orchestrator_s_is_refused(running, tmp_
     assert code == 2, (out, err)
     line = _error_line(err)
     assert f"keeps its state in sqlite:///{first}, not in the store asked for, sqlite:///{other}" in line, line
-    assert f"--db-url sqlite:///{first}" in line and "shutdown.remote()" in line, line
+    assert f"--db-url sqlite:///{first}" in line and "orchestrator stop --address" in line, line
     assert "submitted" not in out
     assert not other.exists()  # not even created: nothing recorded anywhere
     assert _runs(first) == []
@@ -113,6 +113,20 @@ def test_the_command_refuses_with_exit_code_2(running, tmp_path, ray_cluster):
     line = _error_line(proc.stderr)
     assert f"sqlite:///{first}" in line and f"sqlite:///{other}" in line
     assert not other.exists() and _runs(first) == []
+
+
+def test_stop_stops_the_cluster_s_orchestrator_cleanly(running, ray_cluster, cli_main):
+    """`orchestrator stop`: the named actor is gone, its lease given back (a new orchestrator need not wait for it to
+    lapse); a second stop says none runs."""
+    first, data = running
+    code, out, err = cli_main("stop", "--address", ray_cluster.address)
+    assert code == 0 and "stopped the orchestrator" in out, (out, err)
+    with pytest.raises(ValueError):
+        ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    with Store.open(f"sqlite:///{first}") as store:
+        store.refuse_if_leased(3600)  # no live holder
+    code, out, _ = cli_main("stop", "--address", ray_cluster.address)
+    assert code == 0 and "no orchestrator runs" in out
 
 
 def test_store_urls_compare_by_what_they_name(tmp_path, monkeypatch):

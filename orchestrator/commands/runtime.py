@@ -256,6 +256,33 @@ def register(app: typer.Typer) -> None:
                       "none runs it now, the next one to resume it does)", markup=False, highlight=False)
 
     @app.command()
+    def stop(address: str = ADDRESS):
+        """Stop the orchestrator of a Ray cluster (--address, RAY_ADDRESS) cleanly: it writes what it holds, its
+        event sinks drain, it gives its lease on the store back; runs not finished stay in the store and the next
+        orchestrator (`orchestrator resume`) carries them on. Running tasks are stopped with it."""
+        import ray
+
+        from ..runtime.client import call, connect_ray, find_cluster
+        from ..runtime.config import ACTOR_NAME, NAMESPACE
+
+        cluster = find_cluster(address)
+        if cluster is None:
+            raise OrchestratorError("No Ray cluster to stop an orchestrator on: give its address (--address or "
+                                    "RAY_ADDRESS); an orchestrator on a local Ray started by another command stops "
+                                    "with that command")
+        connect_ray(cluster)
+        try:
+            handle = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+        except ValueError:
+            console.print(f"no orchestrator runs on {cluster}", markup=False, highlight=False)
+            return
+        info = call(handle.ping.remote())
+        call(handle.shutdown.remote(), timeout=60)
+        ray.kill(handle)
+        console.print(f"stopped the orchestrator on {cluster} (store {info.get('db')}; {info.get('active_runs', 0)} "
+                      "unfinished run(s) stay in the store for `orchestrator resume`)", markup=False, highlight=False)
+
+    @app.command()
     def logs(run_id: str = typer.Argument(...), task: str = typer.Option(None, "--task", "-t",
                                                                          help="Show this task's output"),
              as_json: bool = typer.Option(False, "--json", help="JSON lines"), data_dir: Path = DATA_DIR,

@@ -229,8 +229,7 @@ def check_store(config: RuntimeConfig, starting: bool = False) -> None:
         store.close()
 
 
-_STOP_HINT = (f"the CLI has no command that stops it: ray.get(ray.get_actor('{ACTOR_NAME}', namespace='{NAMESPACE}')"
-              ".shutdown.remote()) then ray.kill on that actor, from Python connected to the cluster")
+_STOP_HINT = "`orchestrator stop --address ADDRESS` stops it cleanly"
 
 
 def _store_key(url: str | None, data_dir: str | None) -> tuple:
