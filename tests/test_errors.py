@@ -56,3 +56,30 @@ def test_an_unreachable_database_is_unavailable():
 def test_invalid_workflows_are_invalid():
     assert _kind(lambda: workflow_from_dict({"name": "w", "tasks": [{"id": "a", "depends_on": ["x"]}]})) == (
         InvalidError, 422)
+
+
+def test_a_locked_sqlite_database_is_unavailable_and_the_journal_waits_it_out(tmp_path, monkeypatch):
+    """SQLite locked by another writer past the busy timeout: the write is unavailable (retry later), not refused;
+    the write journal keeps it and writes it once the lock is gone."""
+    import sqlite3
+
+    from orchestrator.runtime.journal import WriteJournal
+    from orchestrator.store import database
+
+    monkeypatch.setattr(database, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    store = Store.open(f"sqlite:///{tmp_path / 's.db'}")
+    store.acquire_lease("me", ttl=60, wait=0)
+    (run_id,) = store.create_workflows([(workflow_from_dict({"name": "w", "tasks": [{"id": "a"}]}), "fifo", None)])
+    other = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    journal = WriteJournal(store, "me", first_delay=0.0)
+    journal.add([WorkflowChange(run_id, WorkflowStatus.RUNNING)])
+    try:
+        assert journal.flush() is None and "locked" in journal.last_error
+        assert _kind(lambda: store.apply([WorkflowChange(run_id, WorkflowStatus.RUNNING)])) == (UnavailableError, 503)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert [c.status for c in journal.flush()] == [WorkflowStatus.RUNNING]
+    assert store.get_workflow(run_id).status == WorkflowStatus.RUNNING
+    store.close()
