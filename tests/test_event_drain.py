@@ -171,9 +171,8 @@ def test_wait_delivered_is_woken_by_delivery_not_by_polling(sqlite_url):
             assert dispatcher.wait_delivered(0, timeout=5)  # nothing to wait for
             time.sleep(0.1)  # the threads' first pass is over: from now on they sleep for a minute
             run_id = produce(store, 5)
-            start = time.monotonic()
+            # Polling would only look again after 60 s: returning True within the 10 s timeout means it was woken.
             assert dispatcher.wait_delivered(run_id, timeout=10)
-            assert time.monotonic() - start < 2
             assert got == [e.id for e in store.events(limit=1000)]
             assert dispatcher.delivered_up_to() == store.latest_event_id()
             other = produce(store, 2)
