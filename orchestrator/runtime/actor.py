@@ -101,7 +101,7 @@ class Orchestrator:
             self.admissions = Admissions(self.store, self.state, self.nodes, cfg.default_policy, self.predictions,
                                          self.timing, wake=lambda: self._done.put(None), stopping=self._stopping)
             self.recovery = Recovery(self.store, self.state, self.nodes, self.journal, self.launcher,
-                                     self.predictions, flush=self._flush, run_finished=self._on_run_finished)
+                                     self.predictions, flush=self._flush, written=self._written)
             self.resumed = self.recovery.resume_all()
         except BaseException:
             self.lease.release()  # this one never ran: the next start need not wait
@@ -437,12 +437,16 @@ class Orchestrator:
             self._note_outage()
             return False
         self.store_error = None
-        for ch in written:
-            if isinstance(ch, WorkflowChange) and ch.status.terminal:
-                self._on_run_finished(ch.run_id)
+        self._written(written)
         if self.launcher.pending:
             self.launcher.launch(time.time())
         return True
+
+    def _written(self, changes: list) -> None:
+        """After a write: the runs whose final status it stored are answered from memory and their metrics taken."""
+        for ch in changes:
+            if isinstance(ch, WorkflowChange) and ch.status.terminal:
+                self._on_run_finished(ch.run_id)
 
     def _note_outage(self) -> None:
         journal = self.journal

@@ -21,10 +21,10 @@ log = logging.getLogger("orchestrator.runtime")
 
 class Recovery:
     """Brings the in-memory runs back in line with the store. `flush` is the orchestrator's write (through the
-    journal, then the launch of what it held); `run_finished` is told of each run whose final status is written."""
+    journal, then the launch of what it held); `written` is handed the changes each write stored."""
 
     def __init__(self, store: Any, state: RuntimeState, nodes: Nodes, journal: WriteJournal, launcher: Launcher,
-                 predictions: Any, flush: Callable[..., bool], run_finished: Callable[[str], None]):
+                 predictions: Any, flush: Callable[..., bool], written: Callable[[list], None]):
         self.store = store
         self.state = state
         self.nodes = nodes
@@ -32,7 +32,7 @@ class Recovery:
         self.launcher = launcher
         self.predictions = predictions
         self.flush = flush
-        self.run_finished = run_finished
+        self.written = written
 
     def resume_all(self, only: str | None = None) -> list[str]:
         """Track every unfinished run of the store (or one). A run that cannot be resumed (its stored workflow is
@@ -77,14 +77,11 @@ class Recovery:
             return None
         wf = self.store.load_spec(run_id)
         tasks = self.store.get_tasks(run_id)
-        failures: dict[str, list[int]] = {}
+        failures: dict[str, tuple[int, int]] = {}  # task id -> (own failures, lost with its worker)
         for e in self.store.executions(run_id):
-            own, lost = failures.setdefault(e.task_id, [0, 0])
-            if e.status in ("failed", "timeout"):
-                failures[e.task_id][0] += 1
-            elif e.status == "lost":
-                failures[e.task_id][1] += 1
-        return rec, wf, tasks, {k: (v[0], v[1]) for k, v in failures.items()}
+            own, lost = failures.get(e.task_id, (0, 0))
+            failures[e.task_id] = (own + (e.status in ("failed", "timeout")), lost + (e.status == "lost"))
+        return rec, wf, tasks, failures
 
     def fail_stored_run(self, run_id: str, error: str) -> None:
         """Fail a stored run that this orchestrator cannot run: its unfinished tasks are cancelled, the run failed
@@ -195,9 +192,7 @@ class Recovery:
                 journal.add([c for c in changes if c.run_id in rest], [e for e in executions if e.run_id in rest],
                             [d for d in decisions if d.run_id in rest])
                 break
-            for ch in written:
-                if isinstance(ch, WorkflowChange) and ch.status.terminal:
-                    self.run_finished(ch.run_id)
+            self.written(written)
         for run_id, error in refused.items():
             log.error("the store refused the changes of run %s (%s); re-reading that run from the store", run_id,
                       error, extra={"run_id": run_id})

@@ -221,8 +221,8 @@ class RuntimeState:
         try:
             self._policy_view(name).queue.policy.on_job_arrival(run)
         except Exception as exc:  # noqa: BLE001 - the policy cannot load or take the run: fall back, say why
-            fallback = self.fallback_for(name)
             run.failed_policies.add(name)
+            fallback = self.fallback_for(run) or "fifo"
             log.error("scheduling policy '%s' cannot take run %s (%s: %s); it runs under '%s'", name, run_id,
                       type(exc).__name__, exc, fallback)
             run.policy_name = fallback
@@ -381,9 +381,10 @@ class RuntimeState:
             checked.append((t, node))
         return checked
 
-    def fallback_for(self, name: str) -> str:
-        """The policy that takes over the runs of a policy that failed: the default one, or FIFO."""
-        return self.default_policy if name != self.default_policy else "fifo"
+    def fallback_for(self, run: RunState) -> str | None:
+        """The policy that takes over a run whose policy failed: the default one, then FIFO, never one that has
+        failed this run already; None when both have."""
+        return next((p for p in (self.default_policy, "fifo") if p not in run.failed_policies), None)
 
     def _policy_failed(self, name: str, exc: BaseException) -> None:
         """Hand the runs of a policy that failed to a fallback that has not failed them yet (the default policy,
@@ -393,7 +394,7 @@ class RuntimeState:
             if run.policy_name != name:
                 continue
             run.failed_policies.add(name)
-            fallback = next((p for p in (self.default_policy, "fifo") if p not in run.failed_policies), None)
+            fallback = self.fallback_for(run)
             if fallback is None:
                 log.error("no scheduling policy can schedule run %s (last: '%s' failed with %s): failing it",
                           run.run_id, name, error)
