@@ -21,7 +21,8 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 # Modules under orchestrator/commands/ each define `register(app)`; a missing module is skipped.
-COMMAND_MODULES = ("workflow", "bench", "conformance", "perf", "runtime", "predict", "optimize", "train")
+COMMAND_MODULES = ("workflow", "bench", "conformance", "perf", "runtime", "predict", "optimize", "optimizer_eval",
+                   "train")
 
 
 def _register_all() -> None:
