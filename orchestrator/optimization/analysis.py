@@ -13,6 +13,7 @@ for a seed); with a budget the counts are rounded to powers of two, so that they
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections import defaultdict
@@ -600,7 +601,7 @@ def _analyze_problem(problem: Problem, source: str, method: str, deadline: float
     budget.cost = 1.25 * (time.perf_counter() - t1) / len(probe) / max(numba.get_num_threads(), 1)
     timings["mean run"] = time.perf_counter() - t
     t = time.perf_counter()
-    total = min(budget.samples, 32) if method == "gnn" else budget.count(0.25, 1, 32, budget.samples)
+    total = min(budget.samples, 32) if method == "gnn" else budget.count(0.20, 1, 32, budget.samples)
     draws = problem.draws(total, seed)
     trace = ls.trace(draws)
     makespans, crit, wait = trace.makespans, trace.criticality, trace.wait
@@ -616,7 +617,7 @@ def _analyze_problem(problem: Problem, source: str, method: str, deadline: float
     categories = _categories(problem)
     cat_est = {c: float(estimate[idx].sum()) for c, idx in categories.items()}
     # as many variants as fit with at least 8 samples each (at least 3 tasks and 1 category)
-    room = budget.fit(0.45) / 8
+    room = budget.fit(0.5) / 8
     k_tasks = int(min(top_k, max(3, room * 0.7))) if math.isfinite(room) else top_k
     k_cats = int(min(TOP_CATEGORIES, max(1, room - k_tasks))) if math.isfinite(room) else TOP_CATEGORIES
     candidates = [int(i) for i in order[:k_tasks] if estimate[i] > 0] or [int(order[0])]
@@ -636,7 +637,7 @@ def _analyze_problem(problem: Problem, source: str, method: str, deadline: float
     else:
         variants = [[(i, 1.0 - SPEEDUP)] for i in candidates] + \
                    [[(int(j), 1.0 - SPEEDUP) for j in categories[c]] for c in top_cats]
-        g = budget.count(0.45, len(variants), 8, min(total, 256))
+        g = budget.count(0.5, len(variants), 8, min(total, 256))
         out = _run_variants(ls, draws[:g], variants, [cluster])
         diff = makespans[None, :g] - out
         means = diff.mean(axis=1)
@@ -911,8 +912,9 @@ def _plan(problem: Problem, ls: ListScheduler, static, mean_run, draws: np.ndarr
                                  f"{seconds_text(deadline)} (searched up to {top})")
             else:
                 p = float(np.percentile(results[deadline_nodes], 90))
-                deadline_note = (f"{deadline_nodes} node{'s' if deadline_nodes > 1 else ''} of ({node_type}) meet the "
-                                 f"deadline of {seconds_text(deadline)} with P90 {seconds_text(p)}")
+                who = (f"{deadline_nodes} nodes of ({node_type}) meet" if deadline_nodes > 1 else
+                       f"1 node of ({node_type}) meets")
+                deadline_note = f"{who} the deadline of {seconds_text(deadline)} with P90 {seconds_text(p)}"
                 if deadline_nodes > 1:
                     q = float(np.percentile(results[deadline_nodes - 1], 90))
                     deadline_note += f" ({deadline_nodes - 1}: P90 {seconds_text(q)})"
@@ -970,16 +972,24 @@ def _peak_demand(dag: DagArrays, static, mean: np.ndarray) -> tuple[float, float
 @dataclass(frozen=True)
 class LiveRun:
     """A run as the store knows it now: its workflow, each task's state and how long each running task has run,
-    the runtimes its finished tasks took (a history for categories without a declared duration), and the
-    cluster the store saw (None when no node samples were recorded)."""
+    the runtimes its finished tasks took (`finished`: a history for categories without a declared duration), and
+    the cluster the store saw (None when no node samples were recorded)."""
 
     run_id: str
     workflow: Workflow
     status: dict[str, str]
     elapsed: dict[str, float]
-    history: DurationHistory
+    finished: Workflow | None
     cluster: Cluster | None
     at: float
+
+    def history_with(self, history: DurationHistory | None) -> DurationHistory | None:
+        """`history` plus the runtimes of this run's finished tasks."""
+        if self.finished is None:
+            return history
+        out = copy.deepcopy(history) if history is not None else DurationHistory()
+        out.add_workflow(self.finished)
+        return out
 
 
 def live_run(store, run_id: str, now: float | None = None) -> LiveRun:
@@ -1002,12 +1012,10 @@ def live_run(store, run_id: str, now: float | None = None) -> LiveRun:
         if x.status == "succeeded" and took is not None and took > 0 and x.task_id in by_id:
             ran.append({"id": f"{x.task_id}.{x.attempt}", "category": by_id[x.task_id].category,
                         "duration": float(took)})
-    history = DurationHistory()
-    if ran:
-        history.add_workflow(Workflow(name=f"{workflow.name}-done", tasks=ran))
+    finished = Workflow(name=f"{workflow.name}-finished", tasks=ran) if ran else None
     record = store.get_workflow(run_id)
-    return LiveRun(run_id, workflow, status, elapsed, history, _store_cluster(store, record.started_at or
-                                                                               record.created_at), now)
+    return LiveRun(run_id, workflow, status, elapsed, finished,
+                   _store_cluster(store, record.started_at or record.created_at), now)
 
 
 def _store_cluster(store, since: float) -> Cluster | None:

@@ -241,7 +241,8 @@ class _Builder:
         names = tuple(self.dag.ids[i] for i in waiting)
         return Change("more-memory", names, f"nodes with twice the memory ({format_bytes(cluster.nodes[0].memory)} -> "
                       f"{format_bytes(nodes[0].memory)} each): memory is what {_names(names) or 'tasks'} wait for",
-                      self.dag, Cluster(nodes), None, lambda wf: wf,
+                      self.dag, Cluster(nodes), None,
+                      lambda wf: _rebuilt(wf, list(wf.tasks), "cluster: nodes with twice the memory"),
                       {"memory_factor": 2.0, "cluster_after": describe_cluster(Cluster(nodes))})
 
     # -- add nodes
@@ -254,7 +255,8 @@ class _Builder:
         k = count - len(cluster)
         return Change("add-nodes", (), f"add {k} node{'s' if k > 1 else ''} of ({big.cpus:g} cpus, "
                       f"{format_bytes(big.memory)}): {len(cluster)} -> {count} nodes", self.dag, after, None,
-                      lambda wf: wf, {"nodes_before": len(cluster), "nodes_after": count})
+                      lambda wf: _rebuilt(wf, list(wf.tasks), f"cluster: {describe_cluster(after)}"),
+                      {"nodes_before": len(cluster), "nodes_after": count})
 
     # -- split
     def splittable(self, i: int) -> bool:
@@ -473,8 +475,12 @@ def recommend(workflow: Workflow, cluster: Cluster | None = None, *, history: Du
     for count in sorted({n + 1, math.ceil(1.25 * n), 2 * n}):
         changes.append(b.add_nodes(count))
     measured = [measure(base, c) for c in changes if c is not None]
-    offered = sorted((r for r in measured if r.offered), key=lambda r: -r.gain)
+    best: dict[tuple[str, tuple[str, ...]], Recommendation] = {}
     rejected = [r for r in measured if not r.offered]
+    for r in sorted((r for r in measured if r.offered), key=lambda r: -r.gain):
+        key = (r.kind, r.targets if r.kind != "add-nodes" else (str(r.params["nodes_after"]),))
+        best.setdefault(key, r)  # one offer per kind and targets: the better of two splits of a task
+    offered = list(best.values())
     notes = []
     if not offered:
         notes.append("no change measured clearly better than the workflow as it is")
