@@ -1,4 +1,4 @@
-"""`orchestrator train predictor|forecaster`: tune and train the prediction models with Ray Tune and save
+"""`orchestrator train predictor|forecaster|optimizer`: tune and train the learned models with Ray Tune and save
 the best as a new version under models/."""
 
 from __future__ import annotations
@@ -49,5 +49,26 @@ def register(app: typer.Typer) -> None:
         args = script.Args(config=config, samples=samples, epochs=epochs, address=address, models_dir=models_dir)
         if series:
             args.series = list(series)
+        path = script.main(args)
+        console.print(f"[green]saved[/] {path}")
+
+    @train.command("optimizer")
+    def optimizer(
+        traces: Path = typer.Option(None, help="Folder of WfCommons traces (default: the bundled data/traces); "
+                                               "only the training families are used"),
+        samples: int = typer.Option(None, help="Tune trials (default from configs/optimizer.yaml)"),
+        epochs: int = typer.Option(None, help="Max epochs per trial (ASHA stops weak trials earlier)"),
+        address: str = typer.Option(None, help="Ray cluster address; a local Ray is started when omitted"),
+        config: Path = typer.Option(None, help="Optimizer config (default configs/optimizer.yaml)"),
+        models_dir: Path = typer.Option(None, help="Where versions go (default models/optimizer)"),
+        cache_dir: Path = typer.Option(None, help="Where the labelled dataset is cached (default from the config)"),
+    ):
+        """Tune the makespan GNN (makespan distribution and per-task gains, Monte Carlo labels) and save
+        models/optimizer/<version>/."""
+        from ..prediction.tuning import load_training_script
+
+        script = load_training_script("tune_optimizer")
+        args = script.Args(config=config, traces=traces, samples=samples, epochs=epochs, address=address,
+                           models_dir=models_dir, cache_dir=cache_dir)
         path = script.main(args)
         console.print(f"[green]saved[/] {path}")
