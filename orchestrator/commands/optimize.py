@@ -221,7 +221,8 @@ def print_report(report) -> None:
         console.print(Text(f"tasks running over time (mean durations, {seconds_text(p.mean_run_makespan)}): "
                            f"{_spark(p.width_over_time)}"), soft_wrap=True)
     if p.nodes_curve:
-        t = Table(title="Expected makespan by node count", title_justify="left")
+        t = Table(title=f"Expected makespan by node count (the same {p.curve_samples} draws for each)",
+                  title_justify="left")
         t.add_column("nodes", justify="right")
         t.add_column("expected", justify="right")
         t.add_column("P90", justify="right")

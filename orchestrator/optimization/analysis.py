@@ -429,6 +429,7 @@ class ParallelPlan:
     width_over_time: list[list[float]]  # [time, tasks running, cpus in use] from a run on mean durations
     mean_run_makespan: float
     nodes_curve: list[NodePoint]  # expected makespan and P90 per node count tried
+    curve_samples: int  # draws behind each point of the curve (the same for every point)
     node_type: str  # what a node added is
     enough_nodes: int | None  # beyond it more nodes gain < 2%
     enough_note: str
@@ -707,7 +708,7 @@ def budget_seconds(budget: _Budget, t_start: float) -> float:
 def _nothing_left(problem: Problem, source: str, method: str, compile_s: float, t_start: float,
                   timings: dict[str, float], live: dict | None, seed: int) -> AnalysisReport:
     dist = Distribution(0.0, 0.0, 0.0, 0.0, 0.0, 0, 0.0, [], 0.0, 0.0)
-    plan = ParallelPlan(0, [], 0, 0.0, [], 0.0, [], "", None, "nothing is left to run")
+    plan = ParallelPlan(0, [], 0, 0.0, [], 0.0, [], 0, "", None, "nothing is left to run")
     return AnalysisReport(problem.workflow.name, len(problem.workflow.tasks), 0, describe_cluster(problem.cluster),
                           source, len(problem.cluster), problem.policy, method, "nothing left to simulate", dist, [],
                           [], None, plan, live, 0, ["every task is done: nothing is left to run"],
@@ -920,7 +921,7 @@ def _plan(problem: Problem, ls: ListScheduler, static, mean_run, draws: np.ndarr
                     deadline_note += f" ({deadline_nodes - 1}: P90 {seconds_text(q)})"
     curve = [NodePoint(c, float(v.mean()), float(np.percentile(v, 90))) for c, v in sorted(results.items())
              if np.all(np.isfinite(v))]
-    plan = ParallelPlan(static.num_levels, width, peak, parallelism, wot, float(end.max(initial=0.0)), curve,
+    plan = ParallelPlan(static.num_levels, width, peak, parallelism, wot, float(end.max(initial=0.0)), curve, g,
                         node_type, enough, enough_note, deadline, deadline_nodes, deadline_note)
     return plan, unlimited
 
