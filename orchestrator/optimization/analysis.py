@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any
 
-import numpy as np
 import numba
+import numpy as np
 from numba import njit, prange
 
 from ..dag import DagArrays, analyse, dag_arrays
@@ -543,11 +543,12 @@ def _pow2_floor(x: float) -> int:
 
 
 def analyze(workflow: Workflow, cluster: Cluster | None = None, *, history: DurationHistory | None = None,
-            policy: str | None = "srpt-cp", samples: int = 2000, method: str = "mc", deadline: float | None = None,
+            policy: str | None = None, samples: int = 2000, method: str = "mc", deadline: float | None = None,
             status: Mapping[str, str] | None = None, elapsed: Mapping[str, float] | None = None, seed: int = 0,
             budget: float | None = DEFAULT_BUDGET_S, top_k: int = TOP_K,
             durations: TaskDurations | None = None) -> AnalysisReport:
-    """Analyse `workflow` on `cluster` (None: the tight cluster of half its average parallelism).
+    """Analyse `workflow` on `cluster` (None: the tight cluster of half its average parallelism) under `policy`
+    (None: the workflow's own, else srpt-cp).
 
     `status` (task id -> done/running/pending, or the store's task statuses) and `elapsed` (task id -> seconds a
     running task has run) analyse a running workflow: done tasks are removed, running ones draw their remaining
@@ -613,53 +614,20 @@ def _analyze_problem(problem: Problem, source: str, method: str, deadline: float
 
     # 2. gains: screen by criticality x duration, measure the top tasks and the categories with common random numbers
     t = time.perf_counter()
-    estimate = SPEEDUP * crit * problem.predicted
-    order = np.argsort(-estimate, kind="stable")
     categories = _categories(problem)
-    cat_est = {c: float(estimate[idx].sum()) for c, idx in categories.items()}
-    # as many variants as fit with at least 8 samples each (at least 3 tasks and 1 category)
-    room = budget.fit(0.5) / 8
-    k_tasks = int(min(top_k, max(3, room * 0.7))) if math.isfinite(room) else top_k
-    k_cats = int(min(TOP_CATEGORIES, max(1, room - k_tasks))) if math.isfinite(room) else TOP_CATEGORIES
-    candidates = [int(i) for i in order[:k_tasks] if estimate[i] > 0] or [int(order[0])]
-    top_cats = sorted(categories, key=lambda c: -cat_est[c])[:k_cats]
-    gain = estimate.copy()
-    measured = np.zeros(n, dtype=bool)
-    gnn_pred = None
-    if method == "gnn":
-        gnn_pred = _gnn_predict(problem)
-        gain = np.asarray(gnn_pred.gain, dtype=np.float64)[: n]
-        order = np.argsort(-gain, kind="stable")
-        candidates = [int(i) for i in order[:top_k]]
-        method_note = (f"GNN ({gnn_pred.seconds * 1000:.0f} ms) for the distribution and every task's gain; reasons "
-                       f"and the plan from a Monte Carlo of {total} samples ({problem.policy})")
-        task_stats: dict[int, tuple[float, float | None]] = {i: (float(gain[i]), None) for i in candidates}
-        cat_stats = {c: (float(np.clip(gain[categories[c]], 0, None).sum()), None) for c in top_cats}
-    else:
-        variants = [[(i, 1.0 - SPEEDUP)] for i in candidates] + \
-                   [[(int(j), 1.0 - SPEEDUP) for j in categories[c]] for c in top_cats]
-        g = budget.count(0.5, len(variants), 8, min(total, 256))
-        out = _run_variants(ls, draws[:g], variants, [cluster])
-        diff = makespans[None, :g] - out
-        means = diff.mean(axis=1)
-        ses = diff.std(axis=1, ddof=1) / math.sqrt(g) if g > 1 else np.zeros(len(variants))
-        task_stats = {i: (float(means[k]), float(ses[k])) for k, i in enumerate(candidates)}
-        cat_stats = {c: (float(means[len(candidates) + k]), float(ses[len(candidates) + k]))
-                     for k, c in enumerate(top_cats)}
-        for i, (m, _) in task_stats.items():
-            gain[i] = m
-            measured[i] = True
-        method_note += (f"; gains at {SPEEDUP:.0%} faster measured with common random numbers on {g} of the draws "
-                        f"for the top {len(candidates)} tasks by criticality x mean duration (screening) and for "
-                        f"{len(top_cats)} categor{'y' if len(top_cats) == 1 else 'ies'}; other tasks: the screening "
-                        "estimate")
+    gains = _gains(problem, ls, draws, makespans, crit, categories, budget, top_k, method)
+    candidates, top_cats, task_stats, cat_stats, gain, measured, gnn_pred, gain_note = gains
+    method_note = (f"GNN ({gnn_pred.seconds * 1000:.0f} ms) for the distribution and every task's gain; reasons "
+                   f"and the plan from a Monte Carlo of {total} samples ({problem.policy})" if gnn_pred is not None
+                   else method_note + gain_note)
     timings["gains"] = time.perf_counter() - t
 
     if gnn_pred is not None:
         mean, p50, p90 = float(gnn_pred.mean), float(gnn_pred.p50), float(gnn_pred.p90)
         std = float(makespans.std())
     else:
-        mean, p50, p90 = float(makespans.mean()), float(np.percentile(makespans, 50)), float(np.percentile(makespans, 90))
+        mean = float(makespans.mean())
+        p50, p90 = (float(x) for x in np.percentile(makespans, [50, 90]))
         std = float(makespans.std(ddof=1)) if total > 1 else 0.0
 
     # 3. the parallel plan
@@ -684,8 +652,8 @@ def _analyze_problem(problem: Problem, source: str, method: str, deadline: float
         notes.append("no single task is a bottleneck: running any of them 30% faster changes the expected makespan "
                      "by less than the noise of the measurement")
     if budget.deadline is not None and total < budget.samples:
-        notes.append(f"{total} samples (of --samples {budget.samples}) to stay within the {budget_seconds(budget, t_start):.2f} s "
-                     "budget; the standard error of the mean is given")
+        notes.append(f"{total} samples (of --samples {budget.samples}) to stay within the "
+                     f"{budget_seconds(budget, t_start):.2f} s budget; the standard error of the mean is given")
     timings["reasons"] = time.perf_counter() - t
     return AnalysisReport(
         workflow=problem.workflow.name, tasks=len(problem.workflow.tasks), tasks_left=n,
@@ -694,6 +662,47 @@ def _analyze_problem(problem: Problem, source: str, method: str, deadline: float
         category_bottlenecks=cat_rows, saturation=saturation, plan=plan, live=live, components=comps, notes=notes,
         seconds=time.perf_counter() - t_start, compile_seconds=compile_s, timings=timings, seed=seed,
         task_ids=dag.ids, task_gain=gain, task_gain_measured=measured, criticality=crit, wait=wait)
+
+
+def _gains(problem: Problem, ls: ListScheduler, draws: np.ndarray, makespans: np.ndarray, crit: np.ndarray,
+           categories: dict[str, np.ndarray], budget: _Budget, top_k: int, method: str):
+    """Per task, the drop of the expected makespan at 30% faster: the screening estimate (criticality x mean
+    duration x 30%: the first-order drop) for every task, measured with common random numbers (paired differences
+    on the first draws, one kernel call) for the top tasks and categories by that estimate; or the GNN's."""
+    n = problem.n
+    estimate = SPEEDUP * crit * problem.predicted
+    order = np.argsort(-estimate, kind="stable")
+    cat_est = {c: float(estimate[idx].sum()) for c, idx in categories.items()}
+    room = budget.fit(0.5) / 8  # as many variants as fit with 8 samples each (at least 3 tasks and 1 category)
+    k_tasks = int(min(top_k, max(3, room * 0.7))) if math.isfinite(room) else top_k
+    k_cats = int(min(TOP_CATEGORIES, max(1, room - k_tasks))) if math.isfinite(room) else TOP_CATEGORIES
+    candidates = [int(i) for i in order[:k_tasks] if estimate[i] > 0] or [int(order[0])]
+    top_cats = sorted(categories, key=lambda c: -cat_est[c])[:k_cats]
+    measured = np.zeros(n, dtype=bool)
+    if method == "gnn":
+        pred = _gnn_predict(problem)
+        gain = np.asarray(pred.gain, dtype=np.float64)[:n]
+        candidates = [int(i) for i in np.argsort(-gain, kind="stable")[:top_k]]
+        task_stats: dict[int, tuple[float, float | None]] = {i: (float(gain[i]), None) for i in candidates}
+        cat_stats = {c: (float(np.clip(gain[categories[c]], 0, None).sum()), None) for c in top_cats}
+        return candidates, top_cats, task_stats, cat_stats, gain, measured, pred, ""
+    gain = estimate.copy()
+    variants = [[(i, 1.0 - SPEEDUP)] for i in candidates] + \
+               [[(int(j), 1.0 - SPEEDUP) for j in categories[c]] for c in top_cats]
+    g = budget.count(0.5, len(variants), 8, min(len(draws), 256))
+    diff = makespans[None, :g] - _run_variants(ls, draws[:g], variants, [problem.cluster])
+    means = diff.mean(axis=1)
+    ses = diff.std(axis=1, ddof=1) / math.sqrt(g) if g > 1 else np.zeros(len(variants))
+    task_stats = {i: (float(means[k]), float(ses[k])) for k, i in enumerate(candidates)}
+    cat_stats = {c: (float(means[len(candidates) + k]), float(ses[len(candidates) + k]))
+                 for k, c in enumerate(top_cats)}
+    for i, (m, _) in task_stats.items():
+        gain[i] = m
+        measured[i] = True
+    note = (f"; gains at {SPEEDUP:.0%} faster measured with common random numbers on {g} of the draws for the top "
+            f"{len(candidates)} tasks by criticality x mean duration (screening) and for {len(top_cats)} "
+            f"categor{'y' if len(top_cats) == 1 else 'ies'}; other tasks: the screening estimate")
+    return candidates, top_cats, task_stats, cat_stats, gain, measured, None, note
 
 
 def _clear_gain(b: Bottleneck, mean: float) -> bool:

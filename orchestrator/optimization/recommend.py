@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..dag import DagArrays, analyse
+from ..dag import DagArrays
 from ..model import TaskSpec, Workflow, format_bytes, ref_names
 from ..sim.cluster import Cluster, NodeSpec
-from .analysis import AnalysisReport, Problem, analyze, build_dag, build_problem, describe_cluster, resized, \
-    seconds_text
-from .durations import AnalysisInputError, DurationHistory, TaskDurations, durations_for
+from .analysis import (AnalysisReport, Problem, analyze, build_dag, build_problem, describe_cluster, resized,
+                       seconds_text)
+from .durations import AnalysisInputError, DurationHistory
 from .montecarlo import ListScheduler
 
 NOISE_SE = 2.5  # a gain must exceed this many standard errors of the paired difference to be offered
@@ -442,7 +442,7 @@ def recommend(workflow: Workflow, cluster: Cluster | None = None, *, history: Du
     every task's duration (what the runtime spends per task: it makes fusing measurable)."""
     t0 = time.perf_counter()
     problem = _problem(workflow, cluster, history, policy)
-    if report is None:
+    if report is None or tuple(report.task_ids) != problem.dag.ids or report.policy != problem.policy:
         report = analyze(workflow, problem.cluster, history=history, policy=problem.policy, samples=1000,
                          seed=seed, budget=1.0)
     b = _Builder(problem)
@@ -517,41 +517,49 @@ def all_changes(problem: Problem, tasks: list[int] | None = None) -> list[Change
 
 def best_single_change(workflow: Workflow, cluster: Cluster | None = None, *,
                        history: DurationHistory | None = None, policy: str | None = None, samples: int = 200,
-                       seed: int = 0, task_overhead: float = 0.0,
-                       kinds: tuple[str, ...] = KINDS) -> list[Recommendation]:
-    """Try every candidate change (`all_changes`) on the same draws and return them all, best first. Costs one
-    Monte Carlo of `samples` per candidate: about 4 per task."""
+                       seed: int = 0, task_overhead: float = 0.0, kinds: tuple[str, ...] = KINDS,
+                       tasks: list[str] | None = None) -> list[Recommendation]:
+    """Try every candidate change (`all_changes`; of `tasks` only, when given) on the same draws and return them
+    all, best first. Costs one Monte Carlo of `samples` per candidate: about 4 per task, plus the chains and the
+    cluster changes."""
     problem = _problem(workflow, cluster, history, policy)
     base = _base(problem, samples, seed, task_overhead)
-    measured = [measure(base, c) for c in all_changes(problem) if c.kind in kinds]
+    unknown = [t for t in tasks or [] if t not in problem.dag.index]
+    if unknown:
+        raise AnalysisInputError(f"workflow '{workflow.name}' has no task '{unknown[0]}'")
+    chosen = None if tasks is None else [problem.dag.index[t] for t in tasks]
+    measured = [measure(base, c) for c in all_changes(problem, chosen) if c.kind in kinds]
     return sorted(measured, key=lambda r: -r.gain)
 
 
 def verify(recommendation: Recommendation, workflow: Workflow, cluster: Cluster | None = None, *,
            history: DurationHistory | None = None, policy: str | None = None, samples: int = 400,
            seed: int = 1, task_overhead: float = 0.0) -> Recommendation:
-    """Measure a recommendation again, end to end: apply it to the workflow, and run both workflows on fresh
-    draws (a task keeps its draw by id; new tasks draw their own). Returns the figures measured this way."""
+    """Measure a recommendation again, end to end and on fresh draws (another seed): apply it to the workflow and
+    run both workflows, the changed one built from the Workflow `apply` returns. A task keeps its draw by id; a new
+    task's draw comes from the tasks it was made of, as in the measurement (a part of a split task: its task's
+    draw / k; a fused task: the sum of its chain's draws)."""
     before_problem = _problem(workflow, cluster, history, policy)
     after_wf = recommendation.apply(workflow)
-    cvs: dict[str, float] = {}
-    for j, i in enumerate(before_problem.keep):
-        t = workflow.tasks[i]
-        cvs.setdefault(t.category or t.id, float(before_problem.durations.cv[j]))
-    after_td = durations_for(after_wf, history, cv=cvs)
     after_problem = build_problem(after_wf, recommendation.cluster_after, history=history,
-                                  policy=before_problem.policy, durations=after_td)[0]
-    z_before = before_problem.durations.normals(samples, seed)
-    fresh = np.random.default_rng([seed, 7919]).standard_normal((samples, after_problem.n))
-    col = before_problem.dag.index
-    z_after = np.stack([z_before[:, col[t]] if t in col else fresh[:, j]
-                        for j, t in enumerate(after_problem.dag.ids)], axis=1)
-    before = before_problem.durations.sample(samples, z=z_before) + task_overhead
-    after = after_problem.durations.sample(samples, z=z_after) + task_overhead
+                                  policy=before_problem.policy)[0]
+    change = recommendation.change
+    made_of = {} if change.columns is None else dict(zip(change.dag.ids, change.columns))
+    index = before_problem.dag.index
+    columns = []
+    for t in after_problem.dag.ids:
+        if t in made_of:
+            columns.append(made_of[t])
+        elif t in index:
+            columns.append([(index[t], 1.0)])
+        else:
+            raise AnalysisInputError(f"the changed workflow has a task '{t}' the change did not describe")
+    before = before_problem.draws(samples, seed)
+    after = _mapped(before, columns)
     ms_before = ListScheduler(before_problem.dag, before_problem.cluster, before_problem.predicted,
-                              before_problem.policy).makespans(before)
+                              before_problem.policy).makespans(before + task_overhead)
     ms_after = ListScheduler(after_problem.dag, after_problem.cluster, after_problem.predicted,
-                             after_problem.policy).makespans(after)
+                             after_problem.policy).makespans(after + task_overhead)
     diff = ms_before - ms_after
     se = float(diff.std(ddof=1) / math.sqrt(samples)) if samples > 1 else 0.0
     m = float(ms_before.mean())
