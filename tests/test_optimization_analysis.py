@@ -208,7 +208,7 @@ def test_gnn_method_uses_the_model_or_says_it_is_missing(monkeypatch):
         def load(cls, path=None):
             return cls()
 
-        def predict(self, dag, durations, cluster, *, status=None, elapsed=None, policy="srpt-cp"):
+        def predict(self, dag, durations, cluster, *, status=None, elapsed=None, policy="srpt-cp", **kw):
             gain = np.zeros(dag.n)
             gain[dag.index["long"]] = 29.0
             return types.SimpleNamespace(mean=101.0, p50=100.0, p90=120.0, gain=gain, seconds=0.002)
@@ -220,6 +220,19 @@ def test_gnn_method_uses_the_model_or_says_it_is_missing(monkeypatch):
     r = analyze(w, SMALL, method="gnn")
     assert r.method == "gnn" and r.makespan.mean == 101.0 and r.makespan.p90 == 120.0
     assert r.task_bottlenecks[0].name == "long" and not r.task_bottlenecks[0].measured
+    # while it runs, the model sees the whole workflow with each task's state; the gains shown are the tasks left
+    seen = {}
+    real = Model.predict
+
+    def spy(self, dag, durations, cluster, **kw):
+        seen.update(kw, n=dag.n)
+        return real(self, dag, durations, cluster, **kw)
+
+    monkeypatch.setattr(Model, "predict", spy)
+    live = analyze(w, SMALL, method="gnn", status={"w0": "done", "long": "running"}, elapsed={"long": 5.0})
+    assert seen["n"] == 22 and seen["status"][0] == "running" and seen["status"][1] == "done"
+    assert seen["elapsed"][0] == 5.0
+    assert live.tasks_left == 21 and live.task_bottlenecks[0].name == "long"
 
 
 def test_live_run_reads_status_elapsed_and_finished_runtimes(sqlite_url):

@@ -26,6 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..dag import DagArrays, analyse, dag_arrays
+from ..errors import OrchestratorError
 from ..model import Workflow, format_bytes
 from ..scheduling.interface import EPS
 from ..sim.cluster import Cluster, NodeSpec
@@ -163,6 +164,9 @@ class Problem:
     cluster: Cluster
     policy: str
     done: int = 0
+    all_durations: TaskDurations | None = None  # every task of the workflow (done ones too)
+    all_state: np.ndarray | None = None  # done/running/pending per task of the workflow
+    all_elapsed: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -307,10 +311,10 @@ def build_problem(workflow: Workflow, cluster: Cluster | None = None, *, history
         cluster = tight_cluster(full, td.mean)
         source = "default"
     check_fits(full, cluster, workflow.name)
-    state, ran = normalise_status(workflow, status, elapsed)
+    state, ran_all = normalise_status(workflow, status, elapsed)
     keep = np.flatnonzero(state != DONE)
     running = state[keep] == RUNNING
-    ran = ran[keep]
+    ran = ran_all[keep]
     sub_td = TaskDurations(td.mean[keep], td.cv[keep], tuple(td.source[i] for i in keep) if td.source else ())
     predicted = sub_td.mean.copy()
     if running.any():
@@ -321,7 +325,8 @@ def build_problem(workflow: Workflow, cluster: Cluster | None = None, *, history
         priority[running] = (priority.max(initial=0) if len(priority) else 0) + 1
     dag = sub_dag(full, keep, priority) if len(keep) < n or running.any() else replace(full, duration=predicted)
     dag = replace(dag, duration=predicted)
-    return Problem(workflow, dag, keep, sub_td, running, ran, predicted, cluster, policy, int(n - len(keep))), source
+    return Problem(workflow, dag, keep, sub_td, running, ran, predicted, cluster, policy, int(n - len(keep)), td,
+                   state, ran_all), source
 
 
 def check_fits(dag: DagArrays, cluster: Cluster, name: str) -> None:
@@ -725,20 +730,31 @@ def _nothing_left(problem: Problem, source: str, method: str, compile_s: float, 
 
 
 def _gnn_predict(problem: Problem):
+    """The GNN's prediction for the whole workflow (done tasks marked done, running ones with what they have run),
+    its per-task gains restricted to the tasks left."""
     try:
         from . import gnn
     except ImportError as exc:
         raise AnalysisInputError(f"method 'gnn': the GNN is not available ({exc}); use --method mc") from None
     try:
         model = gnn.OptimizerModel.load()
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise AnalysisInputError(f"method 'gnn': no trained model could be loaded ({exc}); train one with "
-                                 "`orchestrator train optimizer`, or use --method mc") from None
-    status = {problem.dag.ids[i]: (RUNNING if problem.running[i] else PENDING) for i in range(problem.n)}
-    elapsed = {problem.dag.ids[i]: float(problem.elapsed[i]) for i in np.flatnonzero(problem.running)}
-    durations = TaskDurations(problem.predicted, problem.durations.cv, problem.durations.source)
-    return model.predict(problem.dag, durations, problem.cluster, status=status if problem.running.any() else None,
-                         elapsed=elapsed or None, policy=problem.policy)
+    except (OSError, ValueError, RuntimeError, OrchestratorError) as exc:
+        raise AnalysisInputError(f"method 'gnn': {exc}; or use --method mc") from None
+    wf = problem.workflow
+    live = problem.done > 0 or bool(problem.running.any())
+    pred = model.predict(dag_arrays(wf, problem.all_durations.mean), problem.all_durations, problem.cluster,
+                         status=list(problem.all_state) if live else None,
+                         elapsed=problem.all_elapsed if live else None, policy=problem.policy,
+                         categories=[t.category for t in wf.tasks],
+                         input_bytes=np.array([np.nan if t.input_bytes is None else t.input_bytes
+                                               for t in wf.tasks], dtype=np.float64))
+    return replace(pred, gain=np.asarray(pred.gain, dtype=np.float64)[problem.keep]) if is_dataclass(pred) else \
+        _with_gain(pred, np.asarray(pred.gain, dtype=np.float64)[problem.keep])
+
+
+def _with_gain(pred, gain: np.ndarray):
+    pred.gain = gain
+    return pred
 
 
 def _components(dag: DagArrays) -> int:
