@@ -238,7 +238,7 @@ def test_gnn_method_uses_the_model_or_says_it_is_missing(monkeypatch):
 def test_live_run_reads_status_elapsed_and_finished_runtimes(sqlite_url):
     from orchestrator.states import TaskStatus as TS
     from orchestrator.store import Store
-    from orchestrator.store.records import ExecutionRecord, TaskChange
+    from orchestrator.store.records import ExecutionRecord, SystemSample, TaskChange
 
     w = long_beside_fan_out()
     with Store.open(sqlite_url) as store:
@@ -249,7 +249,9 @@ def test_live_run_reads_status_elapsed_and_finished_runtimes(sqlite_url):
         changes += [TaskChange(run, "long", TS.RUNNING, attempt=1, at=1000.0)]
         store.apply(changes, executions=[ExecutionRecord(run, f"w{i}", 1, "succeeded", started_at=1000.0,
                                                          finished_at=1012.0, duration=12.0) for i in range(19)])
+        store.record_system_samples([SystemSample(8, 4, 32 * GiB, 8 * GiB, 0, 2, node=f"n{k}") for k in range(3)])
         live = live_run(store, run, now=1030.0)
+    assert live.cluster is not None and live.cluster.total_cpus == 24 and len(live.cluster) == 3
     assert live.status["w0"] == "done" and live.status["w19"] == "running" and live.status["join"] == "pending"
     assert live.elapsed == {"long": 30.0, "w19": 30.0}
     assert live.history_with(None).mean_of("w") == 12.0
