@@ -69,6 +69,9 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option("srpt-cp", help="The policy the workflows run under"),
         seed: int = typer.Option(0),
         learned: bool = typer.Option(True, help="Score the learned model (off: the baselines only)"),
+        served: bool = typer.Option(True, help="Score `analyze` as served (its time budget)"),
+        recommendations_max_tasks: int = typer.Option(200, help="Check the top recommendation against every "
+                                                      "single change on workflows up to this size (0: skip)"),
     ):
         """Ground truth from 10,000 Monte Carlo samples per workflow on a tight cluster; the learned model on
         families it never trained on, beside critical path and slack on means, one list schedule on means, and
@@ -81,13 +84,25 @@ def register(app: typer.Typer) -> None:
             traces=traces, out=out, policy=policy, min_tasks=min_tasks, max_tasks=max_tasks, per_family=per_family,
             unseen=tuple(f for f in unseen.split(",") if f.strip()),
             unseen_sizes=tuple(int(s) for s in unseen_sizes.split(",") if s.strip()),
-            gt_samples=samples, gain_samples=gain_samples, lofo=lofo, lofo_epochs=epochs, seed=seed)
+            gt_samples=samples, gain_samples=gain_samples, lofo=lofo, lofo_epochs=epochs, seed=seed, served=served,
+            recommendations_max_tasks=recommendations_max_tasks)
         res = run_evaluation(cfg, progress=say, learned=None if learned else (lambda family: None))
         write_results(res, out)
         console.print(_table("All workflows (families the learned model never trained on)", res.summary))
         console.print(_table("By DAG shape", res.by_shape, [("shape", "shape")]))
         console.print(_table("By size (tasks)", res.by_size, [("size", "size")]))
         console.print(_table("By family", res.by_family, [("family", "family")]))
+        if res.recommendations:
+            t = Table(title="Top recommendation / best single change (re-measured on fresh draws)",
+                      title_justify="left")
+            for h in ("workflow", "tasks", "offered", "worse offered", "all kinds", "workflow changes only"):
+                t.add_column(h, justify="left" if h == "workflow" else "right")
+            for r in res.recommendations:
+                t.add_row(r["workflow"], str(r["tasks"]), str(r["offered"]), str(r["worse_offered"]),
+                          f"{r['all_ratio']:.2f} ({r['all_top_kind']} vs {r['all_best_kind']})",
+                          f"{r['workflow_only_ratio']:.2f} ({r['workflow_only_top_kind']} vs "
+                          f"{r['workflow_only_best_kind']})")
+            console.print(t)
         console.print(f"results in {out}/ ({time.perf_counter() - start:.0f}s)")
 
 
@@ -97,13 +112,15 @@ def write_results(res, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, rows in (("rows", res.rows), ("summary", res.summary), ("by_shape", res.by_shape),
-                       ("by_size", res.by_size), ("by_family", res.by_family)):
+                       ("by_size", res.by_size), ("by_family", res.by_family),
+                       ("recommendations", res.recommendations)):
         p = out / f"optimizer_eval_{name}.csv"
         pd.DataFrame(rows).to_csv(p, index=False)
         paths.append(p)
     p = out / "optimizer_eval.json"
     p.write_text(json.dumps({"meta": res.meta, "summary": res.summary, "by_shape": res.by_shape,
-                             "by_size": res.by_size, "by_family": res.by_family}, indent=2, default=str))
+                             "by_size": res.by_size, "by_family": res.by_family,
+                             "recommendations": res.recommendations}, indent=2, default=str))
     paths.append(p)
     md = ["# Optimizer evaluation", "", "## All workflows", "", _markdown(res.summary), "", "## By DAG shape", "",
           _markdown(res.by_shape, [("shape", "shape")]), "", "## By size", "",

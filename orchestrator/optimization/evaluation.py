@@ -53,6 +53,8 @@ class EvalConfig:
     lofo_epochs: int | None = None  # None: the training config's
     seed: int = 0
     cache: bool = True
+    served: bool = True  # score `analyze` (what `orchestrator analyze` serves) beside the rest
+    recommendations_max_tasks: int = 200  # the top recommendation against every single change, up to this size
 
 
 @dataclass
@@ -190,6 +192,52 @@ def baseline_methods(wf: Workflow, cluster, td: TaskDurations, cfg: EvalConfig,
     return out
 
 
+def served_method(wf: Workflow, cluster, td: TaskDurations, cfg: EvalConfig) -> MethodResult:
+    """`analyze` as `orchestrator analyze` runs it (its time budget, screening then measured gains)."""
+    from .analysis import analyze
+
+    analyze(wf, cluster, policy=cfg.policy, durations=td, seed=cfg.seed + 2)  # warm
+    rep = analyze(wf, cluster, policy=cfg.policy, durations=td, seed=cfg.seed + 3)
+    gain = np.zeros(len(wf.tasks))
+    index = {t: i for i, t in enumerate(t.id for t in wf.tasks)}
+    for tid, g in zip(rep.task_ids, np.asarray(rep.task_gain)):
+        gain[index[tid]] = g
+    return MethodResult(f"analyze (served, {rep.method})", rep.makespan.mean, rep.makespan.p90, gain, rep.seconds)
+
+
+def recommendation_check(wf: Workflow, cluster, td: TaskDurations, cfg: EvalConfig, samples: int = 2000) -> dict:
+    """The top recommendation against the best single change found by trying every candidate, both re-measured on
+    the same fresh draws; with every kind of change, and with changes of the workflow only (no added nodes)."""
+    from .recommend import best_single_change, recommend, verify
+
+    t0 = time.perf_counter()
+    recs = recommend(wf, cluster, policy=cfg.policy, seed=cfg.seed)
+    rec_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    everything = best_single_change(wf, cluster, policy=cfg.policy, seed=cfg.seed)
+    all_s = time.perf_counter() - t0
+    out: dict = {"candidates_tried": len(everything), "recommend_seconds": rec_s, "try_all_seconds": all_s,
+                 "offered": len(recs.offered), "worse_offered": 0}
+
+    def gain_of(r) -> float:
+        return verify(r, wf, cluster, policy=cfg.policy, samples=samples, seed=cfg.seed + 17).gain
+
+    for label, keep in (("all", lambda r: True), ("workflow_only", lambda r: r.kind != "add-nodes")):
+        offered = [r for r in recs.offered if keep(r)]
+        tried = [r for r in everything if keep(r)]
+        top = gain_of(offered[0]) if offered else 0.0
+        best = max([gain_of(r) for r in tried[:3]] + [0.0])  # the three best by the search, re-measured
+        out[f"{label}_top_gain_s"] = top
+        out[f"{label}_best_gain_s"] = best
+        out[f"{label}_top_kind"] = offered[0].kind if offered else None
+        out[f"{label}_best_kind"] = tried[0].kind if tried and best > 0 else None
+        out[f"{label}_ratio"] = top / best if best > 0 else (1.0 if top >= 0 else 0.0)
+    for r in recs.offered:  # an offered change that fresh draws say makes things worse
+        if gain_of(r) < 0:
+            out["worse_offered"] += 1
+    return out
+
+
 def score(gt: GroundTruth, m: MethodResult) -> dict:
     row: dict = {"method": m.method, "seconds": m.seconds}
     if m.mean is not None:
@@ -232,6 +280,7 @@ class EvalResult:
     by_shape: list[dict] = field(default_factory=list)
     by_family: list[dict] = field(default_factory=list)
     by_size: list[dict] = field(default_factory=list)
+    recommendations: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
 
@@ -282,8 +331,13 @@ def run_evaluation(cfg: EvalConfig, progress: Callable[[str], None] = print,
             equal_time = pred.seconds
             methods.append(MethodResult("gnn", pred.mean, pred.p90, np.asarray(pred.gain), pred.seconds))
         methods += baseline_methods(wf, cluster, td, cfg, equal_time)
+        if cfg.served:
+            methods.append(served_method(wf, cluster, td, cfg))
         for m in methods:
             res.rows.append({**base, **score(gt, m)})
+        if gt.n <= cfg.recommendations_max_tasks:
+            res.recommendations.append({**{k: base[k] for k in ("workflow", "family", "tasks", "nodes", "shape")},
+                                        **recommendation_check(wf, cluster, td, cfg)})
         progress(f"[{i + 1}/{len(workflows)}] {wf.name} ({gt.n} tasks, {gt.nodes} nodes, {shape}): "
                  f"mean {gt.mean:.0f}s p90 {gt.p90:.0f}s; {time.perf_counter() - t_start:.0f}s so far")
     res.summary = _summarise(res.rows, ("method",))
