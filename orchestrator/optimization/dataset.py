@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,8 +32,8 @@ from torch_geometric.data import Data
 
 from ..dag import dag_arrays
 from ..model import Workflow
-from .durations import AnalysisInputError, durations_for
-from .graph import featurize_workflow
+from .durations import AnalysisInputError, TaskDurations, durations_for
+from .graph import DONE, PENDING, READY, RUNNING, _draws, _subgraph, featurize_workflow, remaining_mean
 from .groundtruth import SPEEDUP, TRAINING_FAMILIES, UNSEEN_FAMILIES, monte_carlo, synthetic_workflows, tight_cluster
 from .montecarlo import ListScheduler
 
@@ -57,11 +58,20 @@ class DatasetSpec:
     max_gain_tasks: int = 160  # above this size, gains of a subset (see the module's docstring)
     gain_seconds: float = 4.0  # time budget of one graph's gains: fewer draws on large graphs, down to the min
     seed: int = 0
+    mid_run: int = 1  # graphs per workflow cut in the middle of a run (status and elapsed times), on...
+    mid_run_share: float = 0.5  # ...the cluster of this tightness
 
-    def key(self) -> str:
-        raw = json.dumps({**asdict(self), "label_version": LABEL_VERSION},
-                         sort_keys=True, default=str)
+    def key(self, part: str = "before") -> str:
+        """The cache key of the graphs before the run (`before`: the mid-run fields are not part of it) or of
+        those in the middle of a run (`during`: every field)."""
+        fields = asdict(self)
+        if part == "before":
+            fields = {k: v for k, v in fields.items() if k not in _MID_RUN_FIELDS}
+        raw = json.dumps({**fields, "label_version": LABEL_VERSION}, sort_keys=True, default=str)
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+_MID_RUN_FIELDS = ("mid_run", "mid_run_share")
 
 
 def training_workflows(spec: DatasetSpec, progress: Callable[[str], None] = print) -> list[Workflow]:
@@ -112,6 +122,14 @@ class Labels:
     crit: np.ndarray
     gain_samples: int
     seconds: float
+    status: np.ndarray | None = None  # in the middle of a run: graph.PENDING/READY/RUNNING/DONE per task
+    elapsed: np.ndarray | None = None  # seconds each running task has run
+    cut: float | None = None  # the moment of the cut, as a share of the sampled run's makespan
+
+
+def _gain_samples(spec: DatasetSpec, per_run: float, tasks: int) -> int:
+    draws_fit = int(spec.gain_seconds / max(per_run * tasks, 1e-12))
+    return int(np.clip(draws_fit, spec.min_gain_samples, spec.gain_samples))
 
 
 def label(wf: Workflow, share: float, spec: DatasetSpec, seed: int) -> Labels:
@@ -124,9 +142,7 @@ def label(wf: Workflow, share: float, spec: DatasetSpec, seed: int) -> Labels:
     gain = np.zeros(dag.n)
     mask = np.zeros(dag.n, dtype=bool)
     tasks = _gain_tasks(dag.n, spec.max_gain_tasks, mc.criticality, td.mean * dag.cpus, np.random.default_rng(seed))
-    per_run = mc.seconds / spec.samples  # one traced run; a run of the gains costs about as much
-    draws_fit = int(spec.gain_seconds / max(per_run * len(tasks), 1e-12))
-    gain_samples = int(np.clip(draws_fit, spec.min_gain_samples, spec.gain_samples))
+    gain_samples = _gain_samples(spec, mc.seconds / spec.samples, len(tasks))  # a gain run costs about a traced one
     ls = ListScheduler(dag, cluster, td.mean, spec.policy)
     draws = td.sample(spec.samples, seed=seed)[:gain_samples]
     gain[tasks] = ls.gains(draws, tasks, SPEEDUP)
@@ -135,13 +151,57 @@ def label(wf: Workflow, share: float, spec: DatasetSpec, seed: int) -> Labels:
                   gain_samples, time.perf_counter() - t0)
 
 
+def label_mid_run(wf: Workflow, share: float, spec: DatasetSpec, seed: int) -> Labels | None:
+    """`wf` cut in the middle of one sampled run (at a uniform 15-85% of its makespan): tasks ended by then are
+    done, those started running (with their elapsed time), the rest ready or pending; the labels are the Monte
+    Carlo of what remains from that moment (running tasks first, each drawn given how long it has run), as
+    `graph.featurize` sees it. None when fewer than two tasks remain."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    dag = dag_arrays(wf)
+    td = durations_for(wf)
+    cluster = tight_cluster(dag, td.mean, share=share)
+    makespan, start, end = ListScheduler(dag, cluster, td.mean, spec.policy).run(td.sample(1, seed=seed + 1)[0])
+    cut = float(rng.uniform(0.15, 0.85))
+    now = cut * makespan
+    done = end <= now
+    running = (start <= now) & ~done
+    if (~done).sum() < 2:
+        return None
+    waiting = np.bincount(dag.dst, weights=(~done[dag.src]).astype(np.float64), minlength=dag.n)
+    status = np.where(done, DONE, np.where(running, RUNNING, np.where(waiting == 0, READY, PENDING)))
+    elapsed = np.where(running, now - start, 0.0)
+    keep = ~done
+    sub = _subgraph(dag, keep, running)
+    kept = TaskDurations(td.mean[keep], td.cv[keep])
+    ranks = kept.mean.copy()
+    ranks[running[keep]] = remaining_mean(TaskDurations(td.mean[running], td.cv[running]), elapsed[running])
+    ls = ListScheduler(sub, cluster, ranks, spec.policy)
+    draws = _draws(kept, elapsed[keep], spec.samples, seed)
+    t1 = time.perf_counter()
+    trace = ls.trace(draws)
+    per_run = (time.perf_counter() - t1) / spec.samples
+    ms = trace.makespans
+    tasks = _gain_tasks(sub.n, spec.max_gain_tasks, trace.criticality, ranks * sub.cpus, rng)
+    gain_samples = _gain_samples(spec, per_run, len(tasks))
+    gain = np.zeros(dag.n)
+    mask = np.zeros(dag.n, dtype=bool)
+    crit = np.zeros(dag.n, dtype=np.float32)
+    index = np.flatnonzero(keep)
+    gain[index[tasks]] = ls.gains(draws[:gain_samples], tasks, SPEEDUP)
+    mask[index[tasks]] = True
+    crit[index] = trace.criticality
+    return Labels(wf, float(share), float(ms.mean()), float(np.percentile(ms, 50)), float(np.percentile(ms, 90)),
+                  gain, mask, crit, gain_samples, time.perf_counter() - t0, status.astype(np.int64), elapsed, cut)
+
+
 def example(labels: Labels, policy: str = "srpt-cp") -> Data:
     """The featurised graph of a labelled workflow, with its labels in the units of its time scale."""
     wf = labels.workflow
     dag = dag_arrays(wf)
     td = durations_for(wf)
     cluster = tight_cluster(dag, td.mean, share=labels.share)
-    data = featurize_workflow(wf, dag, td, cluster, policy=policy)
+    data = featurize_workflow(wf, dag, td, cluster, policy=policy, status=labels.status, elapsed=labels.elapsed)
     scale = float(data.time_scale[0])
     data.y = torch.tensor([[np.log(labels.mean / scale), np.log(labels.p50 / scale), np.log(labels.p90 / scale)]],
                           dtype=torch.float32)
@@ -152,43 +212,62 @@ def example(labels: Labels, policy: str = "srpt-cp") -> Data:
     data.workflow = wf.name
     data.share = labels.share
     data.synthetic = "-synthetic-" in wf.name
+    data.mid_run = labels.status is not None
     return data
 
 
-def labels_path(cache_dir: str | Path, spec: DatasetSpec) -> Path:
-    return Path(cache_dir) / f"optimizer-labels-{spec.key()}.pt"
+def labels_path(cache_dir: str | Path, spec: DatasetSpec, part: str = "before") -> Path:
+    return Path(cache_dir) / f"optimizer-labels-{part}-{spec.key(part)}.pt"
 
 
 def build_labels(spec: DatasetSpec, cache_dir: str | Path | None = None,
                  progress: Callable[[str], None] = print) -> list[Labels]:
     """Every workflow of the spec on every cluster share (a share giving the same cluster as an earlier one is
-    skipped), labelled; read from (and written to) `cache_dir` when given. Deterministic for the spec's seed."""
-    path = labels_path(cache_dir, spec) if cache_dir is not None else None
-    if path is not None and path.exists():
-        progress(f"labels from {path}")
-        return torch.load(path, weights_only=False)["labels"]
-    t0 = time.perf_counter()
-    workflows = training_workflows(spec, progress)
+    skipped), before its run, then `mid_run` cuts of each in the middle of a run; read from (and written to)
+    `cache_dir` when given, in two files (the graphs before the run do not depend on the mid-run fields).
+    Deterministic for the spec's seed."""
     out: list[Labels] = []
-    for i, wf in enumerate(workflows):
-        dag = dag_arrays(wf)
-        mean = durations_for(wf).mean
-        seen: set[int] = set()
-        for j, share in enumerate(spec.shares):
-            nodes = len(tight_cluster(dag, mean, share=share).nodes)
-            if nodes in seen:
-                continue
-            seen.add(nodes)
-            out.append(label(wf, share, spec, seed=spec.seed * 1_000_003 + i * 101 + j))
-        if (i + 1) % 10 == 0 or i + 1 == len(workflows):
-            progress(f"labelled {i + 1}/{len(workflows)} workflows ({len(out)} graphs) in "
-                     f"{time.perf_counter() - t0:.0f}s")
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"spec": asdict(spec), "seconds": time.perf_counter() - t0, "labels": out}, tmp)
-        tmp.replace(path)
-        progress(f"labels of {len(out)} graphs saved to {path} ({time.perf_counter() - t0:.0f}s)")
+    workflows: list[Workflow] | None = None
+    for part in ("before", "during"):
+        if part == "during" and spec.mid_run <= 0:
+            break
+        path = labels_path(cache_dir, spec, part) if cache_dir is not None else None
+        if path is not None and path.exists():
+            progress(f"labels from {path}")
+            out += torch.load(path, weights_only=False)["labels"]
+            continue
+        t0 = time.perf_counter()
+        if workflows is None and part == "during" and out:  # the same workflows, without generating them again
+            workflows = list({lab.workflow.name: lab.workflow for lab in out}.values())
+        if workflows is None:
+            workflows = training_workflows(spec, progress)
+        found: list[Labels] = []
+        for i, wf in enumerate(workflows):
+            if part == "before":
+                dag = dag_arrays(wf)
+                mean = durations_for(wf).mean
+                seen: set[int] = set()
+                for j, share in enumerate(spec.shares):
+                    nodes = len(tight_cluster(dag, mean, share=share).nodes)
+                    if nodes not in seen:
+                        seen.add(nodes)
+                        found.append(label(wf, share, spec, seed=spec.seed * 1_000_003 + i * 101 + j))
+            else:
+                for j in range(spec.mid_run):
+                    lab = label_mid_run(wf, spec.mid_run_share, spec, seed=spec.seed * 1_000_003 + i * 101 + 50 + j)
+                    if lab is not None:
+                        found.append(lab)
+            if (i + 1) % 10 == 0 or i + 1 == len(workflows):
+                progress(f"labelled {i + 1}/{len(workflows)} workflows ({len(found)} graphs {part} the run) in "
+                         f"{time.perf_counter() - t0:.0f}s")
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"spec": asdict(spec), "seconds": time.perf_counter() - t0, "labels": found}, tmp)
+            tmp.replace(path)
+            progress(f"labels of {len(found)} graphs {part} the run saved to {path} "
+                     f"({time.perf_counter() - t0:.0f}s)")
+        out += found
     return out
 
 
@@ -220,5 +299,6 @@ def split_by_workflow(examples: list[Data], fraction: float, seed: int = 0) -> t
     return [d for d in examples if d.workflow not in held], [d for d in examples if d.workflow in held]
 
 
-__all__ = ["DatasetSpec", "Labels", "build_labels", "build_dataset", "label", "example", "training_workflows",
+__all__ = ["DatasetSpec", "Labels", "build_labels", "build_dataset", "label", "label_mid_run", "example",
+           "training_workflows",
            "split_by_workflow", "labels_path", "LABEL_VERSION"]

@@ -65,7 +65,9 @@ class ModelConfig(_Section):
     gain_weight: float = 0.2  # Huber on the normalised gain
     rank_weight: float = 1.0  # listwise (top of the ranking) + pairwise (the whole ranking) within each graph
     crit_weight: float = 0.1  # auxiliary: criticality (cross-entropy)
+    residual_penalty: float = 0.0  # L2 on the graph head's correction of the sampled mean (shrinks it)
     rank_temperature: float = 1.0
+    ignore_features: tuple[str, ...] = ()  # node or global features the model does not read (zeroed)
 
 
 class TrainConfig(_Section):
@@ -100,6 +102,8 @@ class DatasetSection(_Section):
     max_gain_tasks: int = 160
     gain_seconds: float = 4.0
     seed: int = 0
+    mid_run: int = 1
+    mid_run_share: float = 0.5
     cache_dir: str = "results/optimizer/datasets"  # relative to the checkout (or absolute)
 
     def spec(self, traces: str | Path | None = None) -> DatasetSpec:
@@ -165,17 +169,22 @@ class MakespanGNN(nn.Module):
     """Message passing over a workflow's dependencies (both ways), then two heads.
 
     Input: a `Batch` (or one `Data`) of `graph.featurize` graphs: x [N, F], edge_index [2, E], edge_attr [E, 2],
-    u [B, G], schedule_log [B], batch [N] (absent for one graph).
+    u [B, G], base_log [B], batch [N] (absent for one graph).
     Output: (graph [B, 3]: log(mean, P50, P90 of the makespan / time_scale), P90 >= P50 by construction;
     node [N, 2]: the task's gain score (gain / (SPEEDUP x expected makespan) x n) and its criticality logit).
     """
 
     def __init__(self, node_dim: int = len(NODE_FEATURES), global_dim: int = len(GLOBAL_FEATURES),
                  edge_dim: int = len(EDGE_FEATURES), conv: str = "sage", hidden: int = 64, layers: int = 4,
-                 heads: int = 2, dropout: float = 0.0, **_: Any):
+                 heads: int = 2, dropout: float = 0.0, ignore_features: Sequence[str] = (), **_: Any):
         super().__init__()
         if conv not in CONVS:
             raise PredictionError(f"conv '{conv}' is not one of {', '.join(CONVS)}")
+        unknown = sorted(set(ignore_features) - set(NODE_FEATURES) - set(GLOBAL_FEATURES))
+        if unknown:
+            raise PredictionError(f"ignore_features: {', '.join(unknown)} are not graph features")
+        self.register_buffer("x_keep", torch.tensor([float(f not in ignore_features) for f in NODE_FEATURES]))
+        self.register_buffer("u_keep", torch.tensor([float(f not in ignore_features) for f in GLOBAL_FEATURES]))
         self.conv_kind = conv
         self.register_buffer("x_mean", torch.zeros(node_dim))
         self.register_buffer("x_std", torch.ones(node_dim))
@@ -209,8 +218,8 @@ class MakespanGNN(nn.Module):
         self.u_std.copy_(u.std(0).clamp_min(1e-3))
 
     def forward(self, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (data.x - self.x_mean) / self.x_std
-        u = (data.u - self.u_mean) / self.u_std
+        x = (data.x - self.x_mean) / self.x_std * self.x_keep
+        u = (data.u - self.u_mean) / self.u_std * self.u_keep
         batch = data.batch if getattr(data, "batch", None) is not None else \
             torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         h = self.embed(torch.cat([x, u[batch]], dim=1))
@@ -220,7 +229,7 @@ class MakespanGNN(nn.Module):
         pooled = torch.cat([global_mean_pool(h, batch, size=u.shape[0]), global_max_pool(h, batch, size=u.shape[0])],
                            dim=1)
         g = self.graph_head(torch.cat([pooled, u], dim=1))
-        base = data.schedule_log.view(-1, 1)
+        base = data.base_log.view(-1, 1)
         graph = torch.cat([base + g[:, :2], base + g[:, 1:2] + F.softplus(g[:, 2:3])], dim=1)
         node = self.node_head(torch.cat([h, pooled[batch, :h.shape[1]], u[batch]], dim=1))
         return graph, node
@@ -261,13 +270,15 @@ def _rank_losses(score: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
 def losses(model: MakespanGNN, batch: Data, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     graph, node = model(batch)
     out = {"graph": F.l1_loss(graph, batch.y)}
+    # how far the mean and P50 move from the sampled schedules' mean: corrections that must pay for themselves
+    out["residual"] = (graph[:, :2] - batch.base_log.view(-1, 1)).pow(2).mean()
     mask = batch.gain_mask
     target = gain_target(batch)
     out["gain"] = F.huber_loss(node[mask, 0], target[mask], delta=1.0) if mask.any() else graph.sum() * 0
     out["rank"] = _rank_losses(node[:, 0], target, mask, batch.batch, cfg.rank_temperature)
     out["crit"] = F.binary_cross_entropy_with_logits(node[:, 1], batch.crit)
     out["total"] = (cfg.graph_weight * out["graph"] + cfg.gain_weight * out["gain"] + cfg.rank_weight * out["rank"]
-                    + cfg.crit_weight * out["crit"])
+                    + cfg.crit_weight * out["crit"] + cfg.residual_penalty * out["residual"])
     return out
 
 
@@ -317,7 +328,8 @@ def evaluate(model: MakespanGNN, examples: Sequence[Data]) -> dict[str, float]:
 
 def build_module(config: dict[str, Any] | ModelConfig) -> MakespanGNN:
     cfg = config if isinstance(config, ModelConfig) else ModelConfig(**config)
-    return MakespanGNN(conv=cfg.conv, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout)
+    return MakespanGNN(conv=cfg.conv, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout,
+                       ignore_features=cfg.ignore_features)
 
 
 def train_model(examples: list[Data], config: dict[str, Any], epochs: int, seed: int = 0, *,

@@ -2,8 +2,9 @@
 already run) -> `torch_geometric.data.Data`. The makespan GNN (`gnn`) reads it, and so will the learned scheduler.
 
 Everything is what is known before a task runs: predicted mean and spread of its duration, its resource request,
-its input size, the graph around it, and one list schedule of the predicted means on the given cluster. Never the
-task's actual runtime (`DagArrays.duration`, `TaskSpec.duration` of a trace) nor its output size.
+its input size, the graph around it, one list schedule of the predicted means on the given cluster and a few (16)
+of durations sampled from the predicted distributions (seeded). Never the task's actual runtime
+(`DagArrays.duration`, `TaskSpec.duration` of a trace) nor its output size.
 
 Times are divided by a per-graph scale, `time_scale` = the lower bound max(critical path on means, total work /
 total cpus) of what remains, so that a workflow of seconds and one of days look alike; a model's outputs in units of
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,7 +30,8 @@ from ..states import TaskStatus
 from .durations import AnalysisInputError, TaskDurations
 from .montecarlo import SUPPORTED_POLICIES, ListScheduler
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+SAMPLES = 16  # list schedules of sampled durations summarised by default
 
 # Column names of `data.x` (one row per task) and `data.u` (one row per graph), in order.
 NODE_FEATURES = (
@@ -44,6 +47,8 @@ NODE_FEATURES = (
     "top_level", "bottom_level", "slack", "path_through",
     # one list schedule of the means on the cluster (the policy's order, contention included)
     "sched_start", "sched_end", "sched_wait", "sched_tail", "sched_critical",
+    # a few schedules of sampled durations: share of them with the task on the critical chain, mean wait
+    "sampled_critical", "sampled_wait",
     # status: one-hot, elapsed and remaining (running tasks)
     "pending", "ready", "running", "done", "elapsed", "remaining",
     # category: share of the workflow's work and tasks, this task against its category, the stages it spans
@@ -51,6 +56,7 @@ NODE_FEATURES = (
 )
 GLOBAL_FEATURES = (
     "log_tasks", "log_nodes", "log_cpus_over_parallelism", "critical_path", "work_over_cpus", "log_schedule",
+    "log_sampled_mean", "log_sampled_p90", "sampled_cv",
     "largest_task_of_node", "levels_per_task", "weighted_cv", "max_cv", "done_share", "running_share",
     "log_categories", "node_cpu_spread", "schedule_modelled",
     *(f"policy_{p}" for p in SUPPORTED_POLICIES),
@@ -133,14 +139,47 @@ def _subgraph(dag: DagArrays, keep: np.ndarray, first: np.ndarray) -> DagArrays:
                      priority=prio, retries=dag.retries[idx], retry_delay=dag.retry_delay[idx], custom=None)
 
 
-def _schedule(dag: DagArrays, cluster: Cluster, means: np.ndarray, policy: str):
-    """One list schedule of `means`: (makespan, start, end, on the critical chain, wait for room, modelled?).
-    A policy or resource the compiled kernel does not model is approximated by srpt-cp without custom resources
-    (`modelled` False); a task that fits on no node is the caller's error.
+@dataclass
+class _Schedules:
+    """One list schedule of the means, and a few of sampled durations (what the features read of them)."""
 
-    The critical chain is the kernel's chain of causes read back from start and end times: from the last task to
-    end, to the parent whose end made it ready when it started then, else to a task whose end at that moment
-    freed the room it started in."""
+    makespan: float
+    start: np.ndarray
+    end: np.ndarray
+    critical: np.ndarray  # 1 on the schedule's critical chain
+    wait: np.ndarray  # seconds between ready and start (waiting for room)
+    modelled: bool  # the kernel models the policy and the resources
+    sampled: np.ndarray  # makespans of the sampled durations (empty without samples)
+    sampled_critical: np.ndarray  # share of the samples in which the task is on the critical chain
+    sampled_wait: np.ndarray
+
+
+def _draws(durations: TaskDurations, elapsed: np.ndarray, samples: int, seed: int) -> np.ndarray:
+    """`samples` x n durations from now: log-normal, and for a task that has run `elapsed` > 0, its rest given that
+    it has lasted that long (inverse cdf of the truncated log-normal)."""
+    from scipy.special import ndtr, ndtri
+
+    z = durations.normals(samples, seed)
+    out = durations.sample(samples, z=z)
+    late = np.flatnonzero((elapsed > 0) & (durations.mean > 0) & (durations.sigma > 0))
+    if late.size:
+        mu, sigma, e = durations.mu[late], durations.sigma[late], elapsed[late]
+        floor = ndtr((np.log(e) - mu) / sigma)
+        u = np.clip(floor + (1 - floor) * ndtr(z[:, late]), 1e-12, 1 - 1e-12)
+        out[:, late] = np.maximum(np.exp(mu + sigma * ndtri(u)) - e, 0.0)
+    flat = np.flatnonzero((elapsed > 0) & (durations.sigma <= 0))
+    out[:, flat] = np.maximum(durations.mean[flat] - elapsed[flat], 0.0)
+    return out
+
+
+def _schedule(dag: DagArrays, cluster: Cluster, means: np.ndarray, policy: str, draws: np.ndarray) -> _Schedules:
+    """One list schedule of `means`, and the schedules of `draws` (k x n). A policy or resource the compiled kernel
+    does not model is approximated by srpt-cp without custom resources (`modelled` False); a task that fits on no
+    node is the caller's error.
+
+    The critical chain of the schedule on means is the kernel's chain of causes read back from start and end
+    times: from the last task to end, to the parent whose end made it ready when it started then, else to a task
+    whose end at that moment freed the room it started in."""
     modelled = policy in SUPPORTED_POLICIES and dag.custom is None
     if dag.custom is not None:
         dag = dataclasses.replace(dag, custom=None)
@@ -170,7 +209,12 @@ def _schedule(dag: DagArrays, cluster: Cluster, means: np.ndarray, policy: str):
         t = cause_list[t]
         if t < 0 or crit[t]:
             break
-    return makespan, start, end, crit, wait, modelled
+    if len(draws):
+        trace = ls.trace(draws)
+        sampled, s_crit, s_wait = trace.makespans, trace.criticality, trace.wait
+    else:
+        sampled, s_crit, s_wait = np.zeros(0), np.zeros(n), np.zeros(n)
+    return _Schedules(makespan, start, end, crit, wait, modelled, sampled, s_crit, s_wait)
 
 
 def _group_reduce(ufunc, keys: np.ndarray, values: np.ndarray, size: int, fill: float) -> np.ndarray:
@@ -181,7 +225,8 @@ def _group_reduce(ufunc, keys: np.ndarray, values: np.ndarray, size: int, fill: 
 
 def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
               categories: Sequence[str] | None = None, status=None, elapsed: np.ndarray | None = None,
-              policy: str = "srpt-cp", input_bytes: np.ndarray | None = None) -> Data:
+              policy: str = "srpt-cp", input_bytes: np.ndarray | None = None, samples: int = SAMPLES,
+              seed: int = 0) -> Data:
     """The graph of a workflow for a GNN.
 
     dag, durations: the workflow's arrays and its predicted duration distributions (mean, cv per task).
@@ -189,11 +234,13 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
     `categories_from_ids`). status: per task (TaskStatus, its value, or 0 pending / 1 ready / 2 running / 3 done;
     default: before the run, sources ready). elapsed: seconds each running task has run (default 0). policy: the
     list-scheduling policy the workflow runs under. input_bytes: each task's input size (default unknown).
+    samples, seed: how many list schedules of sampled durations the features summarise (0: none; then the
+    sampled features repeat the schedule of the means), drawn from `seed` (the same input gives the same graph).
 
     Returns Data with `x` [n, len(NODE_FEATURES)], `edge_index` [2, 2E] (every dependency both ways),
     `edge_attr` [2E, 2] (one-hot: parent->child, child->parent), `u` [1, len(GLOBAL_FEATURES)], `time_scale` [1]
     (seconds per unit of the features' times: divide seconds by it, multiply predictions by it),
-    `schedule_log` [1] (log of the list schedule's makespan over the time scale: a baseline for the makespan),
+    `base_log` [1] (log of the sampled schedules' mean makespan over the time scale: a model's baseline),
     `remaining` [n] (bool: tasks not done), `n_tasks`. Times of done tasks are zero; times of the others are
     from now on.
     """
@@ -226,22 +273,25 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
     if total_work <= 0:
         scale = max(float(mean.max()), 1.0)  # nothing left to run: any positive scale
 
-    # one list schedule of the remaining means
+    # one list schedule of the remaining means, and `samples` of sampled durations (common: seeded)
     keep = ~done
-    start = np.zeros(n)
-    end = np.zeros(n)
-    crit = np.zeros(n)
-    wait = np.zeros(n)
-    if keep.all() and not running.any():
-        makespan, start, end, crit, wait, modelled = _schedule(dag, cluster, eff, policy)
-    elif keep.any():
-        sub = _subgraph(dag, keep, running)
-        makespan, s, e, c, w, modelled = _schedule(sub, cluster, eff[keep], policy)
-        start[keep], end[keep], crit[keep], wait[keep] = s, e, c, w
-    else:
-        makespan, modelled = 0.0, True
-    if makespan < 0:
+    start, end, crit, wait, s_crit, s_wait = (np.zeros(n) for _ in range(6))
+    sampled = np.zeros(0)
+    makespan, modelled = 0.0, True
+    if keep.any():
+        whole = keep.all() and not running.any()
+        sub = dag if whole else _subgraph(dag, keep, running)
+        kept = TaskDurations(mean[keep], durations.cv[keep])
+        draws = _draws(kept, el[keep], samples, seed) if samples > 0 else np.zeros((0, int(keep.sum())))
+        sch = _schedule(sub, cluster, eff[keep], policy, draws)
+        start[keep], end[keep], crit[keep], wait[keep] = sch.start, sch.end, sch.critical, sch.wait
+        s_crit[keep], s_wait[keep] = sch.sampled_critical, sch.sampled_wait
+        makespan, modelled, sampled = sch.makespan, sch.modelled, sch.sampled
+    if makespan < 0 or (sampled < 0).any():
         raise AnalysisInputError("featurize: a task fits on no node of the cluster")
+    sampled_mean = float(sampled.mean()) if sampled.size else makespan
+    sampled_p90 = float(np.percentile(sampled, 90)) if sampled.size else makespan
+    sampled_cv = float(sampled.std() / sampled_mean) if sampled.size and sampled_mean > 0 else 0.0
 
     # spread
     cv = durations.cv
@@ -322,6 +372,8 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
         "sched_wait": rel(wait),
         "sched_tail": rel(np.where(keep, makespan - end, 0.0)),
         "sched_critical": crit,
+        "sampled_critical": s_crit,
+        "sampled_wait": rel(s_wait),
         "pending": (code == PENDING).astype(np.float64),
         "ready": (code == READY).astype(np.float64),
         "running": running.astype(np.float64),
@@ -331,7 +383,7 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
         "category_work_share": cat_work[cat] / max(total_work, 1e-12),
         "category_task_share": cat_count[cat] / n,
         "log_category_size": np.log(cat_count[cat]) / np.log(n + 1.0),
-        "mean_vs_category": np.clip(np.log((mean + tiny) / (cat_mean[cat] + tiny)), -5, 5) / 2.0,
+        "mean_vs_category": np.clip(np.log((rel(mean) + tiny) / (rel(cat_mean[cat]) + tiny)), -5, 5) / 2.0,
         "category_level_span": (lvl_hi - lvl_lo)[cat] / max(levels - 1, 1),
     }
     x = np.stack([cols[name] for name in NODE_FEATURES], axis=1)
@@ -346,6 +398,9 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
         "critical_path": cp / scale,
         "work_over_cpus": total_work / total_cpus / scale,
         "log_schedule": np.log(max(makespan, 1e-12) / scale) if total_work > 0 else 0.0,
+        "log_sampled_mean": np.log(max(sampled_mean, 1e-12) / scale) if total_work > 0 else 0.0,
+        "log_sampled_p90": np.log(max(sampled_p90, 1e-12) / scale) if total_work > 0 else 0.0,
+        "sampled_cv": sampled_cv,
         "largest_task_of_node": float(dag.cpus.max()) / node_cpus,
         "levels_per_task": np.log(levels) / np.log(n + 1.0),
         "weighted_cv": float((cv * work).sum()) / wsum,
@@ -373,7 +428,7 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
         edge_attr=torch.from_numpy(edge_attr),
         u=torch.from_numpy(u),
         time_scale=torch.tensor([scale], dtype=torch.float64),
-        schedule_log=torch.tensor([g["log_schedule"]], dtype=torch.float32),
+        base_log=torch.tensor([g["log_sampled_mean"]], dtype=torch.float32),
         remaining=torch.from_numpy(keep),
         n_tasks=n,
     )
