@@ -32,7 +32,7 @@ from ..scheduling.interface import EPS
 from ..sim.cluster import Cluster, NodeSpec
 from .durations import AnalysisInputError, DurationHistory, TaskDurations, durations_for
 from .groundtruth import SPEEDUP, tight_cluster
-from .montecarlo import SUPPORTED_POLICIES, ListScheduler, _simulate
+from .montecarlo import SUPPORTED_POLICIES, ListScheduler, simulate_one
 
 DEFAULT_BUDGET_S = 0.17  # wall time of one analysis (compile excluded); the Monte Carlo adapts its samples to it
 MAX_ANALYSIS_TASKS = 100_000  # larger workflows are refused (split them); 50,000 tasks answer in seconds
@@ -68,7 +68,7 @@ def _variant_makespans(durs, vptr, vcols, vfac, vclus, cptr, cap_c, cap_m, cap_g
         start = np.empty(n, np.float64)
         end = np.empty(n, np.float64)
         cause = np.empty(n, np.int64)
-        out[v, s] = _simulate(d, rank, indeg, ptr, kids, cpus, mem, gpus, cap_c[lo:hi], cap_m[lo:hi], cap_g[lo:hi],
+        out[v, s] = simulate_one(d, rank, indeg, ptr, kids, cpus, mem, gpus, cap_c[lo:hi], cap_m[lo:hi], cap_g[lo:hi],
                               flat, best, scan_limit, start, end, cause, False)
     return out
 

@@ -221,6 +221,10 @@ def _simulate(dur, rank, indeg, ptr, kids, cpus, mem, gpus, cap_c, cap_m, cap_g,
     return makespan
 
 
+# One run, for kernels elsewhere that batch many variants in one parallel call (`analysis._variant_makespans`).
+simulate_one = _simulate
+
+
 @njit(parallel=True, cache=True)
 def _makespans(durs, rank, indeg, ptr, kids, cpus, mem, gpus, cap_c, cap_m, cap_g, flat, best, scan_limit):
     s_count, n = durs.shape
@@ -380,4 +384,4 @@ class ListScheduler:
         return base - _gains(durations, tasks, 1.0 - speedup, *self._args())
 
 
-__all__ = ["ListScheduler", "Trace", "SUPPORTED_POLICIES"]
+__all__ = ["ListScheduler", "Trace", "SUPPORTED_POLICIES", "simulate_one"]
