@@ -2,14 +2,15 @@
 already run) -> `torch_geometric.data.Data`. The makespan GNN (`gnn`) reads it, and so will the learned scheduler.
 
 Everything is what is known before a task runs: predicted mean and spread of its duration, its resource request,
-its input size, the graph around it, one list schedule of the predicted means on the given cluster and a few (16)
+its input size, the graph around it, one list schedule of the predicted means on the given cluster and a few (32)
 of durations sampled from the predicted distributions (seeded). Never the task's actual runtime
 (`DagArrays.duration`, `TaskSpec.duration` of a trace) nor its output size.
 
 Times are divided by a per-graph scale, `time_scale` = the lower bound max(critical path on means, total work /
 total cpus) of what remains, so that a workflow of seconds and one of days look alike; a model's outputs in units of
 that scale are turned back into seconds with `data.time_scale`. Vectorised throughout (no Python loop over tasks or
-edges): about 1-5 ms for 1,000 tasks after the first call (which loads the compiled list scheduler).
+edges): about 10 ms for 1,000 tasks with 32 sampled schedules after the first call (which loads the compiled list
+scheduler); `samples=0` leaves the sampled schedules out (a few ms).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from ..states import TaskStatus
 from .durations import AnalysisInputError, TaskDurations
 from .montecarlo import SUPPORTED_POLICIES, ListScheduler
 
-FEATURE_VERSION = 2
-SAMPLES = 16  # list schedules of sampled durations summarised by default
+FEATURE_VERSION = 3
+SAMPLES = 32  # list schedules of sampled durations summarised by default
 
 # Column names of `data.x` (one row per task) and `data.u` (one row per graph), in order.
 NODE_FEATURES = (
@@ -47,8 +48,9 @@ NODE_FEATURES = (
     "top_level", "bottom_level", "slack", "path_through",
     # one list schedule of the means on the cluster (the policy's order, contention included)
     "sched_start", "sched_end", "sched_wait", "sched_tail", "sched_critical",
-    # a few schedules of sampled durations: share of them with the task on the critical chain, mean wait
-    "sampled_critical", "sampled_wait",
+    # a few schedules of sampled durations: share of them with the task on the critical chain, that share times
+    # the task's time (the Monte Carlo estimate of its gain, up to the speed-up), mean wait
+    "sampled_critical", "sampled_critical_time", "sampled_wait",
     # status: one-hot, elapsed and remaining (running tasks)
     "pending", "ready", "running", "done", "elapsed", "remaining",
     # category: share of the workflow's work and tasks, this task against its category, the stages it spans
@@ -373,6 +375,7 @@ def featurize(dag: DagArrays, durations: TaskDurations, cluster: Cluster, *,
         "sched_tail": rel(np.where(keep, makespan - end, 0.0)),
         "sched_critical": crit,
         "sampled_critical": s_crit,
+        "sampled_critical_time": s_crit * rel(eff),
         "sampled_wait": rel(s_wait),
         "pending": (code == PENDING).astype(np.float64),
         "ready": (code == READY).astype(np.float64),
