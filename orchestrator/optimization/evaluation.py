@@ -183,7 +183,7 @@ def baseline_methods(wf: Workflow, cluster, td: TaskDurations, cfg: EvalConfig,
         if samples is None:  # as many samples as fit in the learned model's time (measured rate of the 1,000)
             rate = out[-1].seconds / cfg.baseline_samples
             samples = int(max(4, min(cfg.baseline_samples, equal_time_s / max(rate, 1e-9))))
-            label = f"monte carlo at the model's time ({samples})"
+            label = "monte carlo at the model's time"
         t0 = time.perf_counter()
         draws = td.sample(samples, seed=cfg.seed + 1)  # draws independent of the ground truth's
         tr = ls.trace(draws)

@@ -67,6 +67,7 @@ class ModelConfig(_Section):
     crit_weight: float = 0.1  # auxiliary: criticality (cross-entropy)
     residual_penalty: float = 10.0  # L2 on the graph head's correction of the sampled mean (shrinks it)
     rank_temperature: float = 1.0
+    rank_blend: float = 0.0  # weight of the criticality index x time in what the ranking losses rank by
     ignore_features: tuple[str, ...] = ()  # node or global features the model does not read (zeroed)
 
 
@@ -268,6 +269,28 @@ def _rank_losses(score: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
     return listwise + pairwise
 
 
+def rank_target(batch: Data, target: torch.Tensor, blend: float) -> torch.Tensor:
+    """What the ranking losses rank by: the gain target, blended (`blend` > 0) with the Monte Carlo criticality
+    index x mean time of the same labels (thousands of samples, where the gains had hundreds: measured against
+    gains of 1,000 samples, the blend ranks better than either alone). Both z-scored within each graph."""
+    if blend <= 0:
+        return target
+    mask, b = batch.gain_mask, batch.batch
+    graphs = int(b.max()) + 1
+
+    def z(v: torch.Tensor) -> torch.Tensor:
+        w = mask.to(v.dtype)
+        count = scatter(w, b, dim=0, dim_size=graphs, reduce="sum").clamp_min(1)
+        mean = scatter(v * w, b, dim=0, dim_size=graphs, reduce="sum") / count
+        var = scatter((v - mean[b]).pow(2) * w, b, dim=0, dim_size=graphs, reduce="sum") / count
+        return (v - mean[b]) / var.sqrt().clamp_min(1e-9)[b]
+
+    return (1 - blend) * z(target) + blend * z(batch.crit * batch.x[:, _MEAN])
+
+
+_MEAN = NODE_FEATURES.index("mean")
+
+
 def losses(model: MakespanGNN, batch: Data, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     graph, node = model(batch)
     out = {"graph": F.l1_loss(graph, batch.y)}
@@ -276,7 +299,8 @@ def losses(model: MakespanGNN, batch: Data, cfg: ModelConfig) -> dict[str, torch
     mask = batch.gain_mask
     target = gain_target(batch)
     out["gain"] = F.huber_loss(node[mask, 0], target[mask], delta=1.0) if mask.any() else graph.sum() * 0
-    out["rank"] = _rank_losses(node[:, 0], target, mask, batch.batch, cfg.rank_temperature)
+    out["rank"] = _rank_losses(node[:, 0], rank_target(batch, target, cfg.rank_blend), mask, batch.batch,
+                               cfg.rank_temperature)
     out["crit"] = F.binary_cross_entropy_with_logits(node[:, 1], batch.crit)
     out["total"] = (cfg.graph_weight * out["graph"] + cfg.gain_weight * out["gain"] + cfg.rank_weight * out["rank"]
                     + cfg.crit_weight * out["crit"] + cfg.residual_penalty * out["residual"])
