@@ -14,6 +14,7 @@ for a seed); with a budget the counts are rounded to powers of two, so that they
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import time
 from collections import defaultdict
@@ -732,8 +733,8 @@ def _nothing_left(problem: Problem, source: str, method: str, compile_s: float, 
 def _gnn_predict(problem: Problem):
     """The GNN's prediction for the whole workflow (done tasks marked done, running ones with what they have run),
     its per-task gains restricted to the tasks left."""
-    try:
-        from . import gnn
+    try:  # (import_module: a module blocked or missing in sys.modules counts as absent, imported or not)
+        gnn = importlib.import_module(f"{__package__}.gnn")
     except ImportError as exc:
         raise AnalysisInputError(f"method 'gnn': the GNN is not available ({exc}); use --method mc") from None
     try:
