@@ -480,7 +480,7 @@ class OptimizerModel:
             state, metadata, found = load_checkpoint(directory.parent, directory.name)
         else:
             state, metadata, found = load_checkpoint(directory, "latest")
-        if (state.get("node_features") != list(NODE_FEATURES)
+        if (state.get("feature_version") != FEATURE_VERSION or state.get("node_features") != list(NODE_FEATURES)
                 or state.get("global_features") != list(GLOBAL_FEATURES)):
             raise PredictionError(f"optimizer model '{found}' was trained on other graph features (version "
                                   f"{state.get('feature_version')}, now {FEATURE_VERSION}); retrain it with "

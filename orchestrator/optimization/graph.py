@@ -3,7 +3,7 @@ already run) -> `torch_geometric.data.Data`. The makespan GNN (`gnn`) reads it, 
 
 Everything is what is known before a task runs: predicted mean and spread of its duration, its resource request,
 its input size, the graph around it, one list schedule of the predicted means on the given cluster and a few (32)
-of durations sampled from the predicted distributions (seeded). Never the task's actual runtime
+of durations sampled from the predicted distributions (seeded, Latin hypercube). Never the task's actual runtime
 (`DagArrays.duration`, `TaskSpec.duration` of a trace) nor its output size.
 
 Times are divided by a per-graph scale, `time_scale` = the lower bound max(critical path on means, total work /
