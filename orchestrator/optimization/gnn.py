@@ -38,6 +38,7 @@ from torch_geometric.utils import softmax as graph_softmax
 from .. import resources
 from ..dag import DagArrays
 from ..errors import PredictionError
+from ..prediction.config import TuneConfig
 from ..sim.cluster import Cluster
 from .dataset import DatasetSpec, build_dataset
 from .durations import AnalysisInputError, TaskDurations
@@ -84,14 +85,12 @@ class TrainConfig(_Section):
     refit: bool = True  # after the search, train the best config again on every graph (validation included)
 
 
-class TuneSection(_Section):
+class TuneSection(TuneConfig):
+    """The prediction models' Tune search (`prediction.config.TuneConfig`), with the optimizer's defaults."""
+
     num_samples: int = 8
     max_epochs: int = 40
     grace_period: int = 8
-    reduction_factor: int = 2
-    cpus_per_trial: float = 1.0
-    max_concurrent: int = 2
-    search_space: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
 
 
 class DatasetSection(_Section):

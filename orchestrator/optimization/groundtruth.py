@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import tempfile
@@ -115,14 +114,6 @@ def synthetic_workflows(family: str, sizes: list[int], seed: int = 0) -> list[Wo
             name = f"{family}-synthetic-s{seed}-{k}-{len(loaded.tasks)}"
             out.append(loaded.model_copy(update={"name": name, "family": family}))
     return out
-
-
-def load_json_gz(path: Path) -> dict:
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as f:
-        return json.load(f)
 
 
 __all__ = ["tight_cluster", "monte_carlo", "MonteCarloResult", "synthetic_workflows", "TRAINING_FAMILIES",
