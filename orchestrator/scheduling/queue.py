@@ -356,3 +356,26 @@ class ReadyQueue:
         job_tasks = self._job_tasks
         for _, job_id in list(self._jobs):
             yield from job_tasks[job_id]
+
+    def job_heads(self, per_job: int, max_jobs: int, max_predicted: float | None = None
+                  ) -> list[tuple[int, list[ReadyTask]]]:
+        """The first `per_job` ready tasks of each of the first `max_jobs` jobs, in queue order (a by-job queue
+        only): what a policy that chooses among the heads of the jobs looks at, without walking every ready task.
+        With `max_predicted`, only tasks predicted to take at most that long."""
+        if not self.by_job:
+            raise TypeError("job_heads needs a queue ordered by job (a policy with orders_jobs = True)")
+        out: list[tuple[int, list[ReadyTask]]] = []
+        job_tasks = self._job_tasks
+        for _, job_id in self._jobs:
+            heads: list[ReadyTask] = []
+            for task in job_tasks[job_id]:
+                if max_predicted is not None and task.predicted > max_predicted:
+                    continue
+                heads.append(task)
+                if len(heads) >= per_job:
+                    break
+            if heads:
+                out.append((job_id, heads))
+                if len(out) >= max_jobs:
+                    break
+        return out
