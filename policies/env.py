@@ -20,6 +20,7 @@ from functools import lru_cache
 import gymnasium as gym
 import numpy as np
 
+from orchestrator import resources
 from orchestrator.scheduling.heuristics import SrptCriticalPathPolicy
 from orchestrator.sim import Cluster, Simulation, TraceEntry, TraceLibrary, poisson_workload
 
@@ -33,7 +34,7 @@ TRAINING_FAMILIES = ("1000genome", "cycles", "epigenomics", "montage")
 class EnvConfig:
     """How episodes are drawn (`configs/scheduler.yaml`, section `env`)."""
 
-    traces: str = "data/traces"
+    traces: str = ""  # a folder of WfCommons files; empty: the bundled traces
     families: tuple[str, ...] = TRAINING_FAMILIES
     max_tasks: int = 300  # workflows of at most this many tasks
     synthetic_per_family: int = 6  # synthetic instances of each family from its wfcommons recipe
@@ -62,7 +63,7 @@ class EnvConfig:
 def training_entries(traces: str, families: tuple[str, ...], max_tasks: int, synthetic_per_family: int,
                      seed: int) -> tuple[TraceEntry, ...]:
     """The workflows episodes are drawn from: real runs of the families, and synthetic instances of them."""
-    library = TraceLibrary.from_dir(traces).subset(families=list(families), max_tasks=max_tasks)
+    library = TraceLibrary.from_dir(traces or resources.traces_dir()).subset(families=list(families), max_tasks=max_tasks)
     entries = list(library.entries)
     if synthetic_per_family > 0:
         from orchestrator.optimization.groundtruth import synthetic_workflows

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from orchestrator import resources
 from orchestrator.errors import PolicyError
 from orchestrator.scheduling.heuristics import SrptCriticalPathPolicy
 from orchestrator.scheduling.interface import Decision, SchedulingState
@@ -26,7 +27,7 @@ from orchestrator.scheduling.interface import Decision, SchedulingState
 from .module import SchedulerNet
 from .observation import MAX_JOBS, MAX_NODES, TASKS_PER_JOB, ObservationBuilder
 
-MODEL_ROOT = Path(__file__).resolve().parent.parent / "models" / "scheduler"
+MODEL_ROOT = resources.location("models") / "scheduler"  # versions v1, v2, ...: the newest is used
 MODEL_ENV = "ORCHESTRATOR_SCHEDULER_MODEL"  # a model folder to use instead of the newest shipped one
 OBSERVATION_VERSION = 1
 DEFAULT_DEADLINE_MS = 250.0

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from orchestrator import resources
 from orchestrator.errors import OrchestratorError
 from orchestrator.scheduling import get_policy
 from orchestrator.sim import Cluster, TraceLibrary, poisson_workload, simulate
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "scheduler.yaml"
 
 
 class TrainConfigError(OrchestratorError):
@@ -42,7 +42,7 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> "TrainConfig":
-        p = Path(path) if path else DEFAULT_CONFIG
+        p = Path(path) if path else resources.config_file("scheduler.yaml")
         try:
             raw = yaml.safe_load(p.read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
@@ -70,7 +70,7 @@ def eval_workloads(cfg: TrainConfig):
 
     env = EnvConfig.from_dict(cfg.env)
     ev = cfg.evaluation
-    library = TraceLibrary.from_dir(env.traces).subset(families=list(env.families), max_tasks=env.max_tasks)
+    library = TraceLibrary.from_dir(env.traces or resources.traces_dir()).subset(families=list(env.families), max_tasks=env.max_tasks)
     cpus = int(ev.get("cpus_per_node", 8))
     cluster = Cluster.homogeneous(int(ev.get("nodes", 4)), cpus, cpus * env.memory_gib_per_cpu)
     out = []

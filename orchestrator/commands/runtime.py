@@ -440,6 +440,9 @@ def register_bench(app: typer.Typer) -> None:
         trace: Path = typer.Option(None, "--trace", help="WfCommons file to replay (default: a bundled montage run)"),
         time_scale: float = typer.Option(0.25, "--time-scale"),
         policy: str = typer.Option("srpt-cp", "--policy"),
+        latency_policies: str = typer.Option(None, "--latency-policies",
+                                             help="Comma list of policies for the latency benchmark (default: every "
+                                                  "heuristic, and learned)"),
         db_url: str = DB_URL,
         out: Path = typer.Option(Path("results/runtime"), "--out"),
     ):
@@ -456,7 +459,13 @@ def register_bench(app: typer.Typer) -> None:
         out.mkdir(parents=True, exist_ok=True)
         results: dict[str, list[dict]] = {}
         if "latency" in wanted:
-            rows = rb.as_rows(rb.measure_decision_latency(["fifo", "job-fifo", "srpt-cp", "heft", "tetris"]))
+            from ..scheduling import HEURISTICS, check_policy
+
+            names = ([p.strip() for p in latency_policies.split(",") if p.strip()] if latency_policies
+                     else [*HEURISTICS, "learned"])
+            for name in names:
+                check_policy(name)
+            rows = rb.as_rows(rb.measure_decision_latency(names))
             results["latency"] = rows
             _table("Scheduling-decision latency (1,000+ ready tasks, in-actor code path)", rows,
                    ["policy", "ready_tasks", "decisions", "p50_us", "p99_us", "mean_us"])

@@ -72,3 +72,36 @@ def register(app: typer.Typer) -> None:
                            models_dir=models_dir, cache_dir=cache_dir)
         path = script.main(args)
         console.print(f"[green]saved[/] {path}")
+
+    @train.command("scheduler")
+    def scheduler(
+        iterations: int = typer.Option(None, help="PPO iterations (default from configs/scheduler.yaml)"),
+        traces: Path = typer.Option(None, help="Folder of WfCommons traces (default: the bundled data/traces); "
+                                               "only the training families of the config are used"),
+        address: str = typer.Option(None, help="Ray cluster address; a local Ray is started when omitted"),
+        env_runners: int = typer.Option(None, help="RLlib env runners (default from the config)"),
+        learners: int = typer.Option(None, help="RLlib learners (0: learn in the driver)"),
+        config: Path = typer.Option(None, help="Training config (default configs/scheduler.yaml)"),
+        models_dir: Path = typer.Option(None, help="Where versions go (default models/scheduler)"),
+        out: Path = typer.Option(Path("results/scheduler"), help="Where the RLlib checkpoint goes"),
+    ):
+        """Train the learned scheduler (PPO, RLlib new API stack, graph-network policy) in the simulator, evaluate
+        it against the heuristics as it trains, and save models/scheduler/<version>/ with its training curve."""
+        from .. import resources
+        from ..prediction.tuning import load_training_script
+
+        script = load_training_script("train_scheduler")
+        overrides = {}
+        if traces is not None:
+            if not traces.is_dir():
+                raise typer.BadParameter(f"'{traces}' is not a folder", param_hint="--traces")
+            overrides["env.traces"] = str(traces)
+        if env_runners is not None:
+            overrides["ppo.env_runners"] = env_runners
+        if learners is not None:
+            overrides["ppo.learners"] = learners
+        cfg = script.TrainConfig.load(config, overrides)
+        root = models_dir or resources.location("models") / "scheduler"
+        summary = script.train_scheduler(cfg, Path(root), out, address=address, iterations=iterations,
+                                         log=lambda line: console.print(line, markup=False, highlight=False))
+        console.print(f"[green]saved[/] {summary['model_dir']}")
