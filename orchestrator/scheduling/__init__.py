@@ -10,8 +10,10 @@ from .heuristics import (
     HeftPolicy,
     JobFifoPolicy,
     RandomPolicy,
+    SjfCriticalPathPolicy,
     SrptCriticalPathPolicy,
     TetrisPolicy,
+    WeightedFairPolicy,
 )
 from .interface import (
     Decision,
@@ -27,12 +29,14 @@ _REGISTRY: dict[str, Callable[[], SchedulingPolicy]] = {
     "fifo": FifoPolicy,
     "job-fifo": JobFifoPolicy,
     "srpt-cp": SrptCriticalPathPolicy,
+    "sjf-cp": SjfCriticalPathPolicy,
     "heft": HeftPolicy,
     "tetris": TetrisPolicy,
+    "weighted-fair": WeightedFairPolicy,
     "random": RandomPolicy,
 }
 
-HEURISTICS = ("fifo", "job-fifo", "srpt-cp", "heft", "tetris")
+HEURISTICS = ("fifo", "job-fifo", "srpt-cp", "sjf-cp", "heft", "tetris", "weighted-fair")
 
 
 def register_policy(name: str, factory: Callable[[], SchedulingPolicy]) -> None:
