@@ -166,6 +166,8 @@ def test_train_scheduler_tiny_run_saves_a_loadable_model(ray_cluster, tmp_path, 
     assert meta["env_steps"] >= 256 and len(meta["curve"]) == 2
     assert set(meta["evaluation"]["mean_avg_jct"]) == {"learned", "fifo", "srpt-cp"}
     net, _ = load_net(model_dir)
+    # the saved network is the learner's, updated by PPO: its score layers no longer sit at their zero start
+    assert net.task_head[-1].weight.abs().sum() > 0
     workload, cluster = small_workloads(2)
     assert simulate(workload, cluster, LearnedPolicy(net=net), seed=0).num_tasks == workload.num_tasks
     assert (tmp_path / "out" / "checkpoint").is_dir()

@@ -9,7 +9,6 @@ of the last iteration under `<out>/checkpoint` for resuming. `orchestrator train
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import math
@@ -70,7 +69,9 @@ def eval_workloads(cfg: TrainConfig):
 
     env = EnvConfig.from_dict(cfg.env)
     ev = cfg.evaluation
-    library = TraceLibrary.from_dir(env.traces or resources.traces_dir()).subset(families=list(env.families), max_tasks=env.max_tasks)
+    families = list(ev.get("families") or env.families)
+    library = TraceLibrary.from_dir(env.traces or resources.traces_dir()).subset(families=families,
+                                                                                  max_tasks=env.max_tasks)
     cpus = int(ev.get("cpus_per_node", 8))
     cluster = Cluster.homogeneous(int(ev.get("nodes", 4)), cpus, cpus * env.memory_gib_per_cpu)
     out = []
@@ -144,6 +145,20 @@ def build_algo(cfg: TrainConfig):
     return config.build_algo()
 
 
+def learner_net(algo, model: dict):
+    """The learner's current network (the one PPO updates; the driver's own env runner is not kept in sync)."""
+    import torch
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from policies.module import SchedulerNet
+
+    weights = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
+    net = SchedulerNet(hidden=int(model.get("hidden", 64)), prior_weight=float(model.get("prior_weight", 2.0)),
+                       node_prior=float(model.get("node_prior", 1.0)))
+    net.load_state_dict({k[len("net."):]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("net.")})
+    return net.eval()
+
+
 def train_scheduler(cfg: TrainConfig, models_root: Path, out_dir: Path, address: str | None = None,
                     iterations: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train; return the summary (also in the model's meta.json)."""
@@ -187,7 +202,7 @@ def train_scheduler(cfg: TrainConfig, models_root: Path, out_dir: Path, address:
                    "episode_return_mean": float(runners.get("episode_return_mean", float("nan"))),
                    "eval_avg_jct": None}
             if it % every == 0 or it == iters or it == 1:
-                net = copy.deepcopy(algo.get_module().net).eval()
+                net = learner_net(algo, cfg.model)
                 scores = evaluate(lambda: LearnedPolicy(net=net, deadline_ms=1e9), workloads)
                 row["eval_avg_jct"] = float(np.mean(scores))
                 row["eval_vs_best_heuristic"] = row["eval_avg_jct"] / best_heur[0]

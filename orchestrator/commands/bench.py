@@ -103,6 +103,8 @@ def register(app: typer.Typer) -> None:
         quick: bool = quick_option,
         config: Path | None = config_option,
         max_tasks: int | None = max_tasks_option(),
+        families: str | None = typer.Option(None, "--families", help="Online mixes drawn only from these "
+                                            "families, e.g. cycles (default: every family of the traces)"),
     ):
         """Run every policy on the same seeded workloads; print mean ± 95% CI, ratios to the baseline (fifo, run
         even when --policies leaves it out) and to the lower bound; write results.csv/.parquet, summary.csv and
@@ -117,6 +119,8 @@ def register(app: typer.Typer) -> None:
                       policies=_split(policies, "--policies") if policies is not None else None,
                       seeds=seeds, workers=workers, **{"online.loads": _numbers(loads, "--loads", float),
                                                        "online.jobs": jobs,
+                                                       "online.families": (_split(families, "--families")
+                                                                           if families is not None else None),
                                                        "single.nodes": _numbers(nodes, "--nodes", int)})
         cfg, added_baseline = _with_baseline(cfg)
         runner.check_policies(cfg.policies)

@@ -79,6 +79,8 @@ def register(app: typer.Typer) -> None:
         traces: Path = typer.Option(None, help="Folder of WfCommons traces (default: the bundled data/traces); "
                                                "only the training families of the config are used"),
         address: str = typer.Option(None, help="Ray cluster address; a local Ray is started when omitted"),
+        families: str = typer.Option(None, help="Comma list of training families (default from the config); "
+                                                "leave one out to measure generalisation to it"),
         env_runners: int = typer.Option(None, help="RLlib env runners (default from the config)"),
         learners: int = typer.Option(None, help="RLlib learners (0: learn in the driver)"),
         config: Path = typer.Option(None, help="Training config (default configs/scheduler.yaml)"),
@@ -96,6 +98,12 @@ def register(app: typer.Typer) -> None:
             if not traces.is_dir():
                 raise typer.BadParameter(f"'{traces}' is not a folder", param_hint="--traces")
             overrides["env.traces"] = str(traces)
+        if families is not None:
+            names = [f.strip() for f in families.split(",") if f.strip()]
+            if not names:
+                raise typer.BadParameter("give at least one family", param_hint="--families")
+            overrides["env.families"] = names
+            overrides["evaluation.families"] = names
         if env_runners is not None:
             overrides["ppo.env_runners"] = env_runners
         if learners is not None:

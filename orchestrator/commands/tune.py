@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..errors import PolicyError
+from ..scheduling.tuning import DEFAULT_ALPHAS
 
 
 def _numbers(text: str, option: str) -> list[float]:
@@ -40,7 +41,8 @@ def register(app: typer.Typer) -> None:
         seeds: int = typer.Option(6, "--seeds", min=1, help="Workloads per load (seeds 1000, 1001, ...)"),
         jobs: int = typer.Option(40, "--jobs", min=1, help="Workflows per workload"),
         loads: str = typer.Option("0.8,0.95", "--loads", help="Offered cpu loads, comma-separated"),
-        alphas: str = typer.Option("-2,-1.5,-1,-0.5,0,0.5,1", "--alphas", help="Values of alpha to try"),
+        alphas: str = typer.Option(",".join(f"{a:g}" for a in DEFAULT_ALPHAS), "--alphas",
+                                   help="Values of alpha to try"),
         nodes: int = typer.Option(4, "--nodes", min=1, help="Nodes of the simulated cluster"),
         cpus_per_node: float = typer.Option(16, "--cpus-per-node", min=1),
         memory_gib_per_node: float = typer.Option(64, "--memory-gib-per-node", min=1),

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 HEURISTICS_FILE_ENV = "ORCHESTRATOR_HEURISTICS_FILE"  # another file of tuned values (tests, experiments)
 DEFAULT_ALPHA = -1.0  # weighted-fair without a tuned value: shares inversely proportional to remaining work
-DEFAULT_ALPHAS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
+DEFAULT_ALPHAS = (-6.0, -4.0, -3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)
 DEFAULT_LOADS = (0.8, 0.95)
 FIRST_TRAINING_SEED = 1000  # benchmark seeds are 0-9: tuning never sees a benchmark workload
 
