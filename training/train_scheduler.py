@@ -99,15 +99,16 @@ def _plot_curve(curve: list[dict], path: Path, heuristics: dict[str, float]) -> 
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    its = [c["iteration"] for c in curve]
-    a1.plot(its, [c["episode_return_mean"] for c in curve], label="episode return (mean)")
+    done = [c for c in curve if c["episode_return_mean"] == c["episode_return_mean"]]  # iterations ending episodes
+    a1.plot([c["iteration"] for c in done], [c["episode_return_mean"] for c in done], "o-",
+            label="episode return (mean of the episodes ended)")
     a1.set_xlabel("iteration")
     a1.set_ylabel("return (−Σ JCT / 600 s)")
-    a1.set_title("PPO training")
+    a1.set_title("PPO training (workloads differ per episode)")
     ev = [c for c in curve if c.get("eval_avg_jct") is not None]
     a2.plot([c["iteration"] for c in ev], [c["eval_avg_jct"] for c in ev], "o-", label="learned (greedy)")
-    for name, value in heuristics.items():
-        a2.axhline(value, linestyle="--", linewidth=1, label=name, color=None)
+    for k, (name, value) in enumerate(heuristics.items()):
+        a2.axhline(value, linestyle="--", linewidth=1, label=name, color=f"C{k + 1}")
     a2.set_xlabel("iteration")
     a2.set_ylabel("mean avg JCT on the evaluation workloads (s)")
     a2.set_title("evaluation vs heuristics")
