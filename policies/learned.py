@@ -6,7 +6,9 @@ Each round it picks one task at a time, as in training: the observation of the s
 earlier picks of the round took), the highest-scoring legal (task, node) pair, until nothing more fits. Its queue
 is ordered as srpt-cp's (the candidates are the heads of that order). A model that cannot be loaded raises
 `LearnedPolicyError` when the policy is first used, and a decision slower than `deadline_ms` raises
-`PolicyTimeoutError`: the runtime then runs the workflows under its fallback policy and records why.
+`PolicyTimeoutError`: the runtime then runs the workflows under its fallback policy and records why. The runtime
+sets the deadline (`runtime.state.DECISION_DEADLINE_MS`, or `$ORCHESTRATOR_LEARNED_DEADLINE_MS`); the simulator
+sets none, so that a simulation stays a function of its inputs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from .observation import MAX_JOBS, MAX_NODES, TASKS_PER_JOB, ObservationBuilder
 MODEL_ROOT = resources.location("models") / "scheduler"  # versions v1, v2, ...: the newest is used
 MODEL_ENV = "ORCHESTRATOR_SCHEDULER_MODEL"  # a model folder to use instead of the newest shipped one
 OBSERVATION_VERSION = 1
-DEFAULT_DEADLINE_MS = 250.0
 
 
 class LearnedPolicyError(PolicyError):
@@ -77,6 +78,33 @@ def load_net(model_dir: str | Path) -> tuple[SchedulerNet, dict]:
     return net, meta
 
 
+_warm = False
+
+
+def _warm_up(net: SchedulerNet) -> None:
+    """Load the compiled list scheduler of the featurisation and run one forward pass, once per process: the
+    first decision must not pay for them (it would miss its deadline)."""
+    global _warm
+    if _warm:
+        return
+    from orchestrator.dag import dag_arrays
+    from orchestrator.model import Workflow
+    from orchestrator.optimization.durations import TaskDurations
+    from orchestrator.optimization.graph import featurize
+    from orchestrator.sim.cluster import Cluster
+
+    from .observation import observation_space
+
+    wf = Workflow(name="warm-up", tasks=[{"id": "a", "duration": 1.0}, {"id": "b", "duration": 1.0,
+                                                                          "depends_on": ["a"]}])
+    featurize(dag_arrays(wf), TaskDurations(np.ones(2), np.full(2, 0.3)), Cluster.homogeneous(1, 2, 4), samples=0)
+    sample = {k: torch.zeros((1, *space.shape)) for k, space in observation_space().spaces.items()}
+    sample["action_mask"][0, 0] = 1.0
+    with torch.no_grad():
+        net(sample)
+    _warm = True
+
+
 class _NodesTentative:
     """The nodes with the free resources left by the picks made so far in a round."""
 
@@ -108,7 +136,7 @@ class LearnedPolicy(SrptCriticalPathPolicy):
         self.meta: dict = {}
         env_deadline = os.environ.get("ORCHESTRATOR_LEARNED_DEADLINE_MS")
         self.deadline_ms = (deadline_ms if deadline_ms is not None
-                            else float(env_deadline) if env_deadline else DEFAULT_DEADLINE_MS)
+                            else float(env_deadline) if env_deadline else None)  # None: no deadline
         self.builder = ObservationBuilder()
         self.decision_seconds: list[float] = []  # per decision, when `record_latency` is set
         self.record_latency = False
@@ -127,6 +155,7 @@ class LearnedPolicy(SrptCriticalPathPolicy):
         self.builder.reset()
         torch.set_num_threads(1)  # one small forward pass: threads only add overhead
         self.net  # noqa: B018 - load now: an engine hears of a missing model before the first decision
+        _warm_up(self.net)
 
     def on_job_arrival(self, job) -> None:
         self.net  # noqa: B018
@@ -151,7 +180,7 @@ class LearnedPolicy(SrptCriticalPathPolicy):
         net = self.net
         nodes = view.nodes
         decisions: list[Decision] = []
-        deadline = self.deadline_ms / 1000.0
+        deadline = self.deadline_ms / 1000.0 if self.deadline_ms is not None else float("inf")
         while heads:
             t0 = time.perf_counter()
             obs, cands, order = self.builder.build(view, [(j, ts[:TASKS_PER_JOB]) for j, ts in heads])

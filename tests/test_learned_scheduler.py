@@ -171,3 +171,14 @@ def test_train_scheduler_tiny_run_saves_a_loadable_model(ray_cluster, tmp_path, 
     workload, cluster = small_workloads(2)
     assert simulate(workload, cluster, LearnedPolicy(net=net), seed=0).num_tasks == workload.num_tasks
     assert (tmp_path / "out" / "checkpoint").is_dir()
+
+
+def test_the_runtime_sets_a_decision_deadline_and_the_simulator_none(monkeypatch):
+    from orchestrator.runtime.state import DECISION_DEADLINE_MS
+
+    monkeypatch.delenv("ORCHESTRATOR_LEARNED_DEADLINE_MS", raising=False)
+    assert LearnedPolicy().deadline_ms is None  # a simulation is a function of its inputs, not of the clock
+    state, run = _state_with_run("learned")
+    assert run.policy_name == "learned"
+    assert state.policies["learned"].deadline_ms == DECISION_DEADLINE_MS
+    assert len(state.schedule(0.0)) == 8  # the learned policy fills both nodes

@@ -40,6 +40,9 @@ from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_trans
 from ..store.records import RunNote, TaskChange, WorkflowChange
 
 log = logging.getLogger("orchestrator.runtime")
+# A policy that takes longer than this for one decision (the learned one checks itself) is replaced, for the runs
+# it schedules, by the fallback policy: a slow model delays nothing for long.
+DECISION_DEADLINE_MS = 250.0
 _seq_of = attrgetter("seq")
 
 _CODE = VIEW_CODE  # TaskStatus -> the JobView.status code policies read
@@ -199,6 +202,8 @@ class RuntimeState:
         view = self.views.get(name)
         if view is None:
             policy = get_policy(name)
+            if getattr(policy, "deadline_ms", 0) is None:  # a policy with a decision deadline left to the engine
+                policy.deadline_ms = DECISION_DEADLINE_MS
             policy.reset(self.seed)
             self.policies[name] = policy
             view = self.views[name] = _PolicyView(self, ReadyQueue(policy))
