@@ -30,6 +30,7 @@ from .module import SchedulerNet
 from .observation import MAX_JOBS, MAX_NODES, TASKS_PER_JOB, ObservationBuilder
 
 MODEL_ROOT = resources.location("models") / "scheduler"  # versions v1, v2, ...: the newest is used
+MAX_ROUND = 1024  # tasks a round may start per workflow at most (a bound on what is read from the queue)
 MODEL_ENV = "ORCHESTRATOR_SCHEDULER_MODEL"  # a model folder to use instead of the newest shipped one
 OBSERVATION_VERSION = 1
 
@@ -163,7 +164,10 @@ class LearnedPolicy(SrptCriticalPathPolicy):
 
     def schedule(self, state: SchedulingState) -> list[Decision]:
         net = self.net
-        heads = state.queue.job_heads(TASKS_PER_JOB * 4, MAX_JOBS + 1, state.max_predicted)
+        # Enough of each workflow's head for a whole round: a round starts at most one task per free cpu (tasks of
+        # zero cpus aside), and each pick only ever looks at the first TASKS_PER_JOB left of a workflow.
+        per_job = TASKS_PER_JOB + min(MAX_ROUND, int(sum(state.nodes.free_cpus)) + 1)
+        heads = state.queue.job_heads(per_job, MAX_JOBS + 1, state.max_predicted)
         if not heads:
             return []
         view = _StateTentative(state)

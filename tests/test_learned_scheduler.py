@@ -182,3 +182,12 @@ def test_the_runtime_sets_a_decision_deadline_and_the_simulator_none(monkeypatch
     assert run.policy_name == "learned"
     assert state.policies["learned"].deadline_ms == DECISION_DEADLINE_MS
     assert len(state.schedule(0.0)) == 8  # the learned policy fills both nodes
+
+
+def test_one_round_fills_a_large_cluster_from_one_workflow():
+    """A round goes on until nothing fits: one wide workflow fills every free cpu of a 128-cpu cluster at once."""
+    view = NodeView([f"n{i}" for i in range(16)], [8.0] * 16, [32 * 2**30] * 16, [0.0] * 16)
+    state = RuntimeState(view, default_policy="srpt-cp")
+    wf = Workflow(name="wide", tasks=[{"id": f"t{i}", "duration": 1.0 + i % 7} for i in range(300)])
+    state.admit("run-wide", wf, 0.0, policy="learned")
+    assert len(state.schedule(0.0)) == 128
