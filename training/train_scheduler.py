@@ -178,7 +178,8 @@ def train_scheduler(cfg: TrainConfig, models_root: Path, out_dir: Path, address:
         if address:
             ray.init(address=address)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False)
+            # A fresh local instance, even when another Ray runs on this machine (joining one is --address's job).
+            ray.init(address="local", include_dashboard=False, log_to_driver=False)
     workloads = eval_workloads(cfg)
     heuristics = [h for h in cfg.evaluation.get("heuristics", ["fifo", "srpt-cp"])]
     base = {}
