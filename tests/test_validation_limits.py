@@ -167,6 +167,8 @@ def broken_plugins(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "policies", raising=False)
     monkeypatch.setattr(scheduling, "_plugins_loaded", False)
     monkeypatch.setattr(scheduling, "_plugin_error", None)
+    # as in a process where the package never imported: what the real one registered earlier is not there
+    monkeypatch.delitem(scheduling._REGISTRY, "learned", raising=False)
     yield
     sys.modules.pop("policies", None)
 
