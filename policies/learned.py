@@ -66,9 +66,7 @@ def load_net(model_dir: str | Path) -> tuple[SchedulerNet, dict]:
             raise LearnedPolicyError(
                 f"The model in '{path}' was trained on observation version {meta.get('observation_version')}, "
                 f"this code builds version {OBSERVATION_VERSION}; retrain with `orchestrator train scheduler`")
-        arch = meta.get("model", {})
-        net = SchedulerNet(hidden=int(arch.get("hidden", 64)), prior_weight=float(arch.get("prior_weight", 2.0)),
-                           node_prior=float(arch.get("node_prior", 1.0)))
+        net = SchedulerNet.from_config(meta.get("model"))
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     except LearnedPolicyError:
         raise

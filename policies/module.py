@@ -54,6 +54,13 @@ class SchedulerNet(nn.Module):
         self.node_head = _mlp(hidden + NODE_FEATURES_N, hidden // 2, 1, zero_last=True)
         self.value_head = _mlp(hidden + GLOBAL_FEATURES, hidden, 1)
 
+    @classmethod
+    def from_config(cls, model: dict | None) -> "SchedulerNet":
+        """The network of a `model` section (configs/scheduler.yaml, a model's meta.json); missing keys: defaults."""
+        model = model or {}
+        return cls(hidden=int(model.get("hidden", 64)), prior_weight=float(model.get("prior_weight", 2.0)),
+                   node_prior=float(model.get("node_prior", 1.0)))
+
     def encode(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [B, candidates x nodes] masked, value features [B, hidden + global])."""
         x = obs["x"]

@@ -16,9 +16,7 @@ class SchedulerRLModule(TorchRLModule, ValueFunctionAPI):
     """Model config: `hidden`, `prior_weight`, `node_prior` (see `SchedulerNet`)."""
 
     def setup(self):
-        cfg = self.model_config or {}
-        self.net = SchedulerNet(hidden=int(cfg.get("hidden", 64)), prior_weight=float(cfg.get("prior_weight", 2.0)),
-                                node_prior=float(cfg.get("node_prior", 1.0)))
+        self.net = SchedulerNet.from_config(self.model_config)
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         logits, _ = self.net.encode(batch[Columns.OBS])

@@ -191,3 +191,16 @@ def test_one_round_fills_a_large_cluster_from_one_workflow():
     wf = Workflow(name="wide", tasks=[{"id": f"t{i}", "duration": 1.0 + i % 7} for i in range(300)])
     state.admit("run-wide", wf, 0.0, policy="learned")
     assert len(state.schedule(0.0)) == 128
+
+
+def test_training_names_unknown_families_before_starting_ray(tmp_path):
+    import ray
+
+    from training.train_scheduler import TrainConfig, TrainConfigError, train_scheduler
+
+    cfg = TrainConfig.load(None, {"env.families": ["cycles", "no-such-family"]})
+    was_running = ray.is_initialized()
+    with pytest.raises(TrainConfigError, match=r"\['no-such-family'\] are not in the traces; available: .*cycles"):
+        train_scheduler(cfg, tmp_path / "models", tmp_path / "out", iterations=1, log=lambda s: None)
+    assert ray.is_initialized() == was_running
+    assert not (tmp_path / "models").exists()  # nothing half-written

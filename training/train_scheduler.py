@@ -70,8 +70,12 @@ def eval_workloads(cfg: TrainConfig):
     env = EnvConfig.from_dict(cfg.env)
     ev = cfg.evaluation
     families = list(ev.get("families") or env.families)
-    library = TraceLibrary.from_dir(env.traces or resources.traces_dir()).subset(families=families,
-                                                                                  max_tasks=env.max_tasks)
+    every = TraceLibrary.from_dir(env.traces or resources.traces_dir())
+    unknown = sorted((set(env.families) | set(families)) - set(every.families))
+    if unknown:
+        raise TrainConfigError(f"Training families {unknown} are not in the traces; available: "
+                               f"{', '.join(every.families) or 'none'}")
+    library = every.subset(families=families, max_tasks=env.max_tasks)
     cpus = int(ev.get("cpus_per_node", 8))
     cluster = Cluster.homogeneous(int(ev.get("nodes", 4)), cpus, cpus * env.memory_gib_per_cpu)
     out = []
@@ -154,8 +158,7 @@ def learner_net(algo, model: dict):
     from policies.module import SchedulerNet
 
     weights = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
-    net = SchedulerNet(hidden=int(model.get("hidden", 64)), prior_weight=float(model.get("prior_weight", 2.0)),
-                       node_prior=float(model.get("node_prior", 1.0)))
+    net = SchedulerNet.from_config(model)
     net.load_state_dict({k[len("net."):]: torch.as_tensor(v) for k, v in weights.items() if k.startswith("net.")})
     return net.eval()
 
@@ -173,6 +176,7 @@ def train_scheduler(cfg: TrainConfig, models_root: Path, out_dir: Path, address:
     if iters < 1:
         raise TrainConfigError(f"iterations must be >= 1, got {iters}")
     started = time.perf_counter()
+    workloads = eval_workloads(cfg)  # checks the families and traces before any Ray starts
     own_ray = not ray.is_initialized()
     if own_ray:
         if address:
@@ -180,7 +184,6 @@ def train_scheduler(cfg: TrainConfig, models_root: Path, out_dir: Path, address:
         else:
             # A fresh local instance, even when another Ray runs on this machine (joining one is --address's job).
             ray.init(address="local", include_dashboard=False, log_to_driver=False)
-    workloads = eval_workloads(cfg)
     heuristics = [h for h in cfg.evaluation.get("heuristics", ["fifo", "srpt-cp"])]
     base = {}
     for name in heuristics:
