@@ -5,6 +5,7 @@ Times are UNIX epoch seconds (`time.time()`); a `None` time on a row to record m
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -237,16 +238,29 @@ class OptimizationRecord:
 
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
+    """An API key as the store keeps it (never its plaintext). `expires_at` None: the key never expires."""
+
     id: int
     name: str
     role: str
     created_at: float
+    expires_at: float | None
     revoked_at: float | None
     last_used_at: float | None
 
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the key has expired at `now` (default: the current time)."""
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
+
+    def status(self, now: float | None = None) -> Literal["active", "revoked", "expired"]:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "expired" if self.expired(now) else "active"
+
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        """Not revoked and not expired: the key verifies."""
+        return self.status() == "active"
 
 
 ResultKind = Literal["inline", "file", "parquet"]

@@ -281,8 +281,10 @@ class ApiKeyRow(Base):
     created_at: Mapped[float] = mapped_column(Time)
     revoked_at: Mapped[float | None] = mapped_column(Time)
     last_used_at: Mapped[float | None] = mapped_column(Time)
+    expires_at: Mapped[float | None] = mapped_column(Time)  # None: never expires
 
-    # At most one active (not revoked) key per name; revoked keys keep their name for the audit trail.
+    # At most one not revoked key per name (an expired key keeps its name until revoked); revoked keys keep their
+    # name for the audit trail.
     __table_args__ = (
         sa.Index(
             "uq_api_keys_active_name", "name", unique=True,
