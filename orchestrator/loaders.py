@@ -467,24 +467,30 @@ def load_workflow(path: str | Path) -> Workflow:
     path = Path(path)
     text = _read_text(path)
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    return workflow_from_text(text, str(path), yaml_format=bool(suffixes and suffixes[-1] in (".yaml", ".yml")))
+
+
+def workflow_from_text(text: str, source: str = "<text>", yaml_format: bool = False) -> Workflow:
+    """A workflow from the text of a file or a request body: YAML, or JSON (this project's format or WfCommons),
+    with the same limits and duplicate-key checks as a file (a YAML parser reads JSON too)."""
     try:
-        if suffixes and suffixes[-1] in (".yaml", ".yml"):
+        if yaml_format:
             data = yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
         else:
             data = json.loads(text, object_pairs_hook=_unique_keys, parse_int=_short_int)
         _check_shape(data, len(text))
     except _Hostile as exc:
-        raise LoaderError(f"Cannot load '{path}': {exc}") from None
+        raise LoaderError(f"Cannot load '{source}': {exc}") from None
     except RecursionError:  # JSON nested past Python's stack (checked after parsing otherwise), or YAML aliases
-        raise LoaderError(f"Cannot load '{path}': {_too_deep()}") from None
+        raise LoaderError(f"Cannot load '{source}': {_too_deep()}") from None
     except _DuplicateJsonKey as dup:
-        raise LoaderError(f"Cannot load '{path}': key {dup.args[0]!r} is given twice in one JSON object") from None
+        raise LoaderError(f"Cannot load '{source}': key {dup.args[0]!r} is given twice in one JSON object") from None
     except _DuplicateKey as dup:
-        raise LoaderError(f"Cannot load '{path}': line {dup.line}: key {dup.key!r} is given twice in one mapping "
+        raise LoaderError(f"Cannot load '{source}': line {dup.line}: key {dup.key!r} is given twice in one mapping "
                           f"(first at line {dup.first_line})") from None
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise LoaderError(f"Cannot parse '{path}': {exc}") from None
-    return workflow_from_dict(data, str(path))
+        raise LoaderError(f"Cannot parse '{source}': {exc}") from None
+    return workflow_from_dict(data, source)
 
 
 def find_trace_files(directory: str | Path) -> list[Path]:

@@ -73,6 +73,20 @@ class History(StoreBase):
     def decisions(self, run_id: str, limit: int | None = None) -> list[DecisionRecord]:
         return self._select_records(D, DecisionRecord, D.c.run_id == run_id, limit=limit)
 
+    def record_decision(self, row: DecisionRecord) -> int:
+        """Record one decision; returns its id."""
+        with self._transaction("record a scheduling decision") as conn:
+            values = _record_params(row, time.time(), "created_at")
+            values.pop("id", None)
+            return conn.execute(sa.insert(D).values(**values).returning(D.c.id)).scalar_one()
+
+    def decision(self, decision_id: int) -> DecisionRecord:
+        """One recorded decision by id; StoreNotFoundError when there is none."""
+        found = self._select_records(D, DecisionRecord, D.c.id == decision_id, limit=1)
+        if not found:
+            raise StoreNotFoundError(f"No scheduling decision with id {decision_id}")
+        return found[0]
+
     def record_predictions(self, rows: Sequence[PredictionRecord]) -> None:
         self._insert_records(P, rows, "record predictions")
 
@@ -145,6 +159,13 @@ class History(StoreBase):
             if conn.execute(sa.update(O).where(O.c.id == optimization_id)
                             .values(verified_gain=verified_gain)).rowcount == 0:
                 raise StoreNotFoundError(f"No workflow optimization with id {optimization_id}")
+
+    def optimization(self, optimization_id: int) -> OptimizationRecord:
+        """One recorded optimisation by id; StoreNotFoundError when there is none."""
+        found = self._select_records(O, OptimizationRecord, O.c.id == optimization_id, limit=1)
+        if not found:
+            raise StoreNotFoundError(f"No recorded optimization with id {optimization_id}")
+        return found[0]
 
     def optimizations(self, run_id: str | None = None, workflow: str | None = None) -> list[OptimizationRecord]:
         conditions = [c for c in (O.c.run_id == run_id if run_id is not None else None,
