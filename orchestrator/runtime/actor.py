@@ -32,6 +32,7 @@ from ..model import Workflow
 from ..states import TaskStatus
 from ..store import Store
 from ..store.records import DecisionRecord, MetricRecord, SystemSample, WorkflowChange
+from ..store.runs import check_priority, priority_conflict
 from .admission import Admissions, name_of
 from .config import RuntimeConfig
 from .journal import WriteJournal
@@ -172,6 +173,32 @@ class Orchestrator:
                 ray.cancel(att.ref, force=True)
         self._done.put(None)
         return True
+
+    def set_priority(self, run_id: str, task_id: str, priority: int) -> dict:
+        """Change the scheduling priority of a task that has not started yet (pending, ready or retrying) of a run:
+        {"run_id", "task_id", "priority", "previous"}.
+
+        The store is written first (`Store.change_task_priority`: the task's row and a `task.priority_changed`
+        event, in one transaction), so a store outage fails the call and changes nothing in memory; then a run
+        tracked here follows at once (its ready queue re-keyed, `RuntimeState.set_priority`). A run not tracked
+        here (not resumed yet) takes the stored priority when it is resumed (`Recovery.read_run`).
+
+        StoreInvalidError for a priority out of range; StoreNotFoundError for an unknown run or task;
+        StoreConflictError for a task running or ended (here or in the store): its priority can no longer matter."""
+        check_priority(task_id, priority)
+        with self.lock:
+            run = self.state.by_run.get(run_id)
+            i = run.dag.index.get(task_id) if run is not None else None
+            if i is not None and (run.detail[i].terminal or run.detail[i] == TaskStatus.RUNNING):
+                # What this orchestrator holds is ahead of the store (its writes follow): refuse on it.
+                raise priority_conflict(run_id, task_id, run.detail[i])
+            _, previous = self.store.change_task_priority(run_id, task_id, priority)
+            if i is not None and self.state.by_run.get(run_id) is run:
+                self.state.set_priority(run, i, priority)
+        log.info("task priority changed from %s to %s", previous, priority,
+                 extra={"run_id": run_id, "task_id": task_id})
+        self._done.put(None)  # the loop schedules with the new order at once
+        return {"run_id": run_id, "task_id": task_id, "priority": priority, "previous": previous}
 
     def resume(self, run_id: str | None = None) -> list[str]:
         """Resume unfinished runs not yet tracked (all of them, or one)."""

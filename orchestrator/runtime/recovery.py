@@ -9,14 +9,27 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidTransitionError, StoreError, StoreUnavailableError
+from ..model import Workflow
 from ..states import TaskStatus, WorkflowStatus
-from ..store.records import ExecutionRecord, TaskChange, WorkflowChange
+from ..store.records import ExecutionRecord, TaskChange, TaskRecord, WorkflowChange
 from .journal import WriteJournal
 from .launcher import Attempt, Launcher
 from .nodes import Nodes
 from .state import RuntimeState
 
 log = logging.getLogger("orchestrator.runtime")
+
+
+def with_stored_priorities(wf: Workflow, tasks: list[TaskRecord]) -> Workflow:
+    """`wf` with each task's priority as stored (`Store.set_task_priority` changes the task row, not the stored
+    spec), so that a priority changed while the run ran survives a restart or a re-read; `wf` itself when none
+    differs."""
+    stored = {t.task_id: t.priority for t in tasks}
+    specs = [t if stored.get(t.id, t.priority) == t.priority else t.model_copy(update={"priority": stored[t.id]})
+             for t in wf.tasks]
+    if all(a is b for a, b in zip(specs, wf.tasks)):
+        return wf
+    return wf.model_copy(update={"tasks": specs})
 
 
 class Recovery:
@@ -71,12 +84,13 @@ class Recovery:
         return resumed
 
     def read_run(self, run_id: str):
-        """A stored unfinished run as (record, workflow, tasks, failures per task), None if it is finished."""
+        """A stored unfinished run as (record, workflow, tasks, failures per task), None if it is finished. The
+        workflow carries each task's stored priority (an operator may have changed it since it was submitted)."""
         rec = self.store.get_workflow(run_id)
         if rec.status.terminal:
             return None
-        wf = self.store.load_spec(run_id)
         tasks = self.store.get_tasks(run_id)
+        wf = with_stored_priorities(self.store.load_spec(run_id), tasks)
         failures: dict[str, tuple[int, int]] = {}  # task id -> (own failures, lost with its worker)
         for e in self.store.executions(run_id):
             own, lost = failures.get(e.task_id, (0, 0))

@@ -464,6 +464,39 @@ class RuntimeState:
             view.queue.push(t, run)
         view.queue.update_job(run)
 
+    def set_priority(self, run: RunState, i: int, priority: int) -> int:
+        """An operator changed the priority of task i of a run; returns its previous priority. The run's priority
+        (its highest task's, over all its tasks, as at admission) follows, and so do the queue keys: a ready task is
+        re-keyed in its policy's queue (as `update_predictions` does), the run re-keyed among the runs. A task not
+        ready yet (pending, retrying) takes the new priority when it becomes ready (`ready_task` reads
+        `task_priority`).
+
+        Tasks committed ahead to a node (`run.ahead`, `scheduling.ahead`) are already running as far as the
+        policy and the store are concerned: they wait in their node's queue in commit order, which carries no
+        priority, so there is nothing to re-order there (and the store refuses a running task's change)."""
+        previous = run.task_priority[i]
+        if priority == previous:
+            return previous
+        run.task_priority[i] = priority
+        run.dag.priority[i] = priority
+        run.specs[i] = run.specs[i].model_copy(update={"priority": priority})
+        run.priority = max(run.task_priority, default=0)
+        view = self.views.get(run.policy_name)
+        if view is None or run.id not in self.jobs:
+            return previous
+        task = run.ready_tasks.get(i)
+        if task is not None:
+            view.queue.remove(task)
+            task.priority = priority
+            # A fresh tie-breaker: the queue forgets a removed entry still in its heap by its seq, and the stale
+            # entry under the same seq could otherwise be the one it yields (at the old priority's place). Among
+            # tasks of equal keys, the task now comes as if it had become ready at the change.
+            self._ready_seq += 1
+            task.seq = self._ready_seq
+            view.queue.push(task, run)
+        view.queue.update_job(run)
+        return previous
+
     def num_ahead(self) -> int:
         return len(self.ahead)
 

@@ -12,7 +12,7 @@ from dataclasses import fields
 import sqlalchemy as sa
 
 from ..errors import StoreConflictError, StoreError, StoreInvalidError, StoreNotFoundError
-from ..model import Workflow
+from ..model import Workflow, get_limits
 from ..states import TaskStatus, WorkflowStatus
 from .database import json_dumps
 from .outbox import append_events
@@ -130,6 +130,47 @@ class Runs(StoreBase):
             raise unknown_run(run_id)
         return Workflow.model_validate(spec)
 
+    # ------------------------------------------------------------------ changing a task's priority
+
+    def set_task_priority(self, run_id: str, task_id: str, priority: int) -> TaskRecord:
+        """Change the scheduling priority of one task that has not started yet (pending, ready or retrying):
+        its `tasks.priority` and a `task.priority_changed` event (payload: the new `priority` and the
+        `previous` one, with the run and task ids and `at`), in one transaction. Setting the priority it has
+        already changes nothing and records no event. Returns the task's record.
+
+        StoreInvalidError for a priority that is not a whole number within +-`Limits.max_priority`;
+        StoreNotFoundError for an unknown run or task; StoreConflictError, naming its status, for a task that
+        is running or has ended (or whose run has ended): its priority can no longer matter."""
+        return self.change_task_priority(run_id, task_id, priority)[0]
+
+    def change_task_priority(self, run_id: str, task_id: str, priority: int) -> tuple[TaskRecord, int]:
+        """`set_task_priority`, also returning the priority the task had before (read in the same transaction)."""
+        check_priority(task_id, priority)
+        now = time.time()
+        where = (T.c.run_id == run_id) & (T.c.task_id == task_id)
+        with self._transaction("change a task's priority") as conn:
+            run_status = conn.execute(sa.select(W.c.status).where(W.c.run_id == run_id).with_for_update()).scalar()
+            if run_status is None:
+                raise unknown_run(run_id)
+            row = conn.execute(sa.select(T.c.status, T.c.priority).where(where).with_for_update()).first()
+            if row is None:
+                raise unknown_task(run_id, task_id)
+            status = TaskStatus(row.status)
+            if status.terminal or status == TaskStatus.RUNNING:
+                raise priority_conflict(run_id, task_id, status)
+            if WorkflowStatus(run_status).terminal:
+                raise StoreConflictError(f"Workflow run '{run_id}' is {run_status}: the priority of its task "
+                                         f"'{task_id}' can no longer matter")
+            previous = int(row.priority)
+            if previous != priority:
+                conn.execute(sa.update(T).where(where).values(priority=priority))
+                conn.execute(sa.update(W).where(W.c.run_id == run_id).values(updated_at=now))
+                payload = {"run_id": run_id, "task_id": task_id, "priority": priority, "previous": previous,
+                           "at": now}
+                append_events(conn, [(run_id, task_id, "task.priority_changed", json_dumps(payload), now)])
+            record = conn.execute(sa.select(*TASK_COLUMNS).where(where)).first()
+        return task_record(record), previous
+
     # ------------------------------------------------------------------ cancellation through the store
 
     def request_cancel(self, run_id: str) -> WorkflowRecord:
@@ -154,6 +195,24 @@ class Runs(StoreBase):
         with self._connection("read cancel requests") as conn:
             return list(conn.execute(sa.select(W.c.run_id).where(
                 W.c.status.in_(UNFINISHED), W.c.cancel_requested_at.is_not(None)).order_by(W.c.run_id)).scalars())
+
+
+def check_priority(task_id: str, priority: object) -> None:
+    """StoreInvalidError unless `priority` is a whole number within +-`Limits.max_priority` (what the store
+    keeps, and what a workflow's own priorities are checked against)."""
+    limit = get_limits().max_priority
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise StoreInvalidError(f"The priority of task '{task_id}' must be a whole number between {-limit} and "
+                                f"{limit}, not {priority!r}")
+    if not -limit <= priority <= limit:
+        raise StoreInvalidError(f"The priority {priority} of task '{task_id}' is out of range: it must be between "
+                                f"{-limit} and {limit}")
+
+
+def priority_conflict(run_id: str, task_id: str, status: TaskStatus) -> StoreError:
+    """A task whose priority can no longer change anything: it is running or has ended."""
+    return StoreConflictError(f"Task '{task_id}' of workflow run '{run_id}' is {status.value}: its priority can no "
+                              "longer change the order it runs in (only a pending, ready or retrying task's can)")
 
 
 def new_run_id(name: str) -> str:
