@@ -26,7 +26,7 @@ def start_api(host: str, port: int, settings: dict, address: str | None = None, 
     api = ApiSettings.load(settings.pop("config", None), settings)
     connect_ray(find_cluster(address), num_cpus=num_cpus)
     get_orchestrator(RuntimeConfig(db_url=api.db_url, data_dir=api.data_dir))
-    serve.start(http_options={"host": host, "port": port, "location": "HeadOnly"})
+    serve.start(proxy_location="HeadOnly", http_options={"host": host, "port": port})
     application = build_app(api.model_dump())
     if replicas:
         application = _with_replicas(application, replicas)
