@@ -485,3 +485,44 @@ def test_fuzz_finds_no_server_error(api, api_schema, operation):
 
     check()
     assert seen
+
+
+# ---- the rate limiter on its own -------------------------------------------------------------------------------
+
+def test_rate_limiter_falls_back_to_the_replica_when_redis_is_down():
+    """Redis unreachable: requests are still limited, by this replica's bucket, and say so; nothing hangs."""
+    import asyncio
+
+    from serve.ratelimit import RateLimiter
+
+    async def run() -> list:
+        limiter = RateLimiter(2.0, 3, redis_url="redis://127.0.0.1:1/0", retry_redis_s=60)
+        t0 = time.monotonic()
+        verdicts = [await limiter.take("k") for _ in range(5)]
+        await limiter.close()
+        return verdicts, time.monotonic() - t0
+
+    verdicts, elapsed = asyncio.run(run())
+    assert [v.allowed for v in verdicts] == [True, True, True, False, False]
+    assert {v.scope for v in verdicts} == {"replica"}
+    assert 0 < verdicts[3].retry_after <= 0.5
+    assert elapsed < 3  # one failed connection attempt (0.5 s timeout), then local only
+
+
+def test_rate_limiter_shares_one_bucket_through_redis():
+    import asyncio
+
+    from serve.ratelimit import RateLimiter
+
+    key = f"test-{uuid.uuid4().hex}"
+
+    async def run() -> list:
+        a, b = RateLimiter(1.0, 4, REDIS_URL), RateLimiter(1.0, 4, REDIS_URL)  # two replicas
+        verdicts = [await (a if i % 2 else b).take(key) for i in range(8)]
+        await a.close()
+        await b.close()
+        return verdicts
+
+    verdicts = asyncio.run(run())
+    assert sum(v.allowed for v in verdicts) == 4  # one bucket of 4, not two
+    assert {v.scope for v in verdicts} == {"global"}
