@@ -28,14 +28,18 @@ _FRONT_SPILL = 4096
 
 
 class _OrderedTasks:
-    """Entries (key, seq, task) in ascending order. Invariant: every entry of `front` <= every entry of `heap`."""
+    """Entries (key, seq, task) in ascending order. Invariant: every entry of `front` <= every entry of `heap`.
+
+    An entry removed while in the heap stays there, marked dead by its seq and its key object, and is skipped
+    when popped: a task removed and pushed again under a new key (re-keyed) has two entries of one seq in the
+    heap, and only the one with the old key is dead."""
 
     __slots__ = ("heap", "front", "dead", "size")
 
     def __init__(self) -> None:
         self.heap: list[tuple] = []
         self.front: list[tuple] = []
-        self.dead: set[int] = set()  # seqs removed while still in the heap (skipped when popped)
+        self.dead: dict[int, list] = {}  # seq -> the keys of its entries removed while still in the heap
         self.size = 0
 
     def push(self, entry: tuple) -> None:
@@ -64,7 +68,7 @@ class _OrderedTasks:
         if i < len(front) and front[i][1] == entry[1]:
             del front[i]
         else:
-            self.dead.add(entry[1])
+            self.dead.setdefault(entry[1], []).append(entry[0])
         self.size -= 1
 
     def __iter__(self) -> Iterator[ReadyTask]:
@@ -73,8 +77,7 @@ class _OrderedTasks:
         yield from map(_task_of, front)
         while heap:
             entry = heappop(heap)
-            if entry[1] in dead:
-                dead.discard(entry[1])
+            if dead and _take_dead(dead, entry):
                 continue
             front.append(entry)
             yield entry[2]
@@ -84,24 +87,40 @@ class _OrderedTasks:
         yield from front
         while heap:
             entry = heappop(heap)
-            if entry[1] in dead:
-                dead.discard(entry[1])
+            if dead and _take_dead(dead, entry):
                 continue
             front.append(entry)
             yield entry
 
     def entries(self) -> list[tuple]:
-        return list(self.front) + [e for e in self.heap if e[1] not in self.dead]
+        dead = {seq: list(keys) for seq, keys in self.dead.items()}
+        return list(self.front) + [e for e in self.heap if not (dead and _take_dead(dead, e))]
 
     def drop_where(self, predicate) -> list[ReadyTask]:
         keep, gone = [], []
         for e in self.entries():
             (gone if predicate(e[2]) else keep).append(e)
         keep.sort()
-        self.front, self.heap, self.dead = [], keep, set()
+        self.front, self.heap, self.dead = [], keep, {}
         heapify(self.heap)
         self.size = len(keep)
         return [e[2] for e in gone]
+
+
+def _take_dead(dead: dict[int, list], entry: tuple) -> bool:
+    """True (and the mark consumed) if `entry` was removed: its seq is marked with its very key object (a key
+    equal but not identical is of a later push of the task: live)."""
+    keys = dead.get(entry[1])
+    if keys is None:
+        return False
+    key = entry[0]
+    for j, k in enumerate(keys):
+        if k is key:
+            del keys[j]
+            if not keys:
+                del dead[entry[1]]
+            return True
+    return False
 
 
 def _next_entry(tasks: _OrderedTasks) -> tuple | None:
@@ -109,8 +128,7 @@ def _next_entry(tasks: _OrderedTasks) -> tuple | None:
     heap, dead = tasks.heap, tasks.dead
     while heap:
         entry = heappop(heap)
-        if dead and entry[1] in dead:
-            dead.discard(entry[1])
+        if dead and _take_dead(dead, entry):
             continue
         tasks.front.append(entry)
         return entry
