@@ -22,7 +22,7 @@ console = Console(stderr=True)
 
 # Modules under orchestrator/commands/ each define `register(app)`; a missing module is skipped.
 COMMAND_MODULES = ("workflow", "bench", "conformance", "perf", "runtime", "predict", "optimize", "optimizer_eval",
-                   "train", "tune", "keys", "serve")
+                   "train", "tune", "keys", "serve", "bench_api")
 
 
 def _register_all() -> None:
