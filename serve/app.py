@@ -5,6 +5,7 @@ configs/serve.yaml`, `orchestrator serve`): the gateway plus the three model dep
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import time
@@ -87,7 +88,7 @@ class ApiCore:
         self.store = Store.open(settings.db_url, data_dir=settings.data_dir)
         self.verifier = KeyVerifier(self.store, settings.key_cache_s)
         self.limiter = RateLimiter(settings.rate_limit.requests_per_second, settings.rate_limit.burst,
-                                   settings.redis_url)
+                                   settings.redis_url, prefix=rate_limit_prefix(self.store))
         self.scheduler, self.optimizer, self.predictor = scheduler, optimizer, predictor
         self._orchestrator = None
         self._orchestrator_lock = asyncio.Lock()
@@ -124,6 +125,12 @@ class ApiCore:
         wf = self.store.load_spec(body.run_id)
         statuses = {t.task_id: t.status.value for t in self.store.get_tasks(body.run_id)}
         return wf, statuses
+
+
+def rate_limit_prefix(store) -> str:
+    """The Redis prefix of a store's rate-limit buckets (one per key id). Ids start at 1 in every store: the
+    store's identity keeps two APIs on different stores that share a Redis apart."""
+    return f"orchestrator:rl:{hashlib.sha256(store.url_masked.encode()).hexdigest()[:12]}:"
 
 
 def build_api(core: ApiCore) -> FastAPI:

@@ -277,17 +277,8 @@ class ApiHarness:
         # "" (not None): None would let REDIS_URL from the environment fill it in
         settings = {"data_dir": str(self.data_dir), "db_url": db_url, "redis_url": redis_url or "",
                     "rate_limit": {"requests_per_second": rps, "burst": burst}}
-        try:
-            self.url = start_api(self.host, self.port, dict(settings), replicas=replicas, num_cpus=self.num_cpus,
-                                 app_name=APP_NAME)
-        except AttributeError as exc:
-            if not replicas or "_bound_args" not in str(exc):
-                raise
-            # orchestrator.commands.serve._with_replicas reads Application._bound_args, which Ray 2.60's
-            # Application does not have: set the gateway's replicas here instead
-            self.note(f"start_api(replicas={replicas}) failed ({type(exc).__name__}: {exc}); the benchmark set the "
-                      "gateway replicas itself")
-            self.url = self._start_with_replicas(settings, replicas)
+        self.url = start_api(self.host, self.port, dict(settings), replicas=replicas, num_cpus=self.num_cpus,
+                             app_name=APP_NAME)
         self.current, self.store_url = wanted, db_url
         self._wait_ready()
         self.log(f"API up at {self.url} (rate limit {rps:g}/s burst {burst}, "
@@ -300,23 +291,6 @@ class ApiHarness:
         if text not in self.notes:
             self.notes.append(text)
             self.log(f"note: {text}")
-
-    def _start_with_replicas(self, settings: dict, replicas: int) -> str:
-        """What start_api does, with the gateway's replicas set on its bound deployment."""
-        from ray import serve
-
-        from serve.app import ApiGateway, build_app
-        from serve.settings import ApiSettings
-
-        from ..runtime.client import get_orchestrator
-        from ..runtime.config import RuntimeConfig
-
-        api = ApiSettings.load(None, settings)
-        get_orchestrator(RuntimeConfig(db_url=api.db_url, data_dir=api.data_dir))  # Serve runs: start_api started it
-        bound = build_app(api.model_dump())._bound_deployment
-        application = ApiGateway.options(num_replicas=replicas).bind(*bound.init_args, **bound.init_kwargs)
-        serve.run(application, name=APP_NAME, route_prefix="/", blocking=False)
-        return f"http://{self.host}:{self.port}"
 
     def _wait_ready(self, timeout: float = 120.0) -> None:
         import httpx
@@ -680,12 +654,13 @@ async def _clear_bucket(redis_url: str, harness: ApiHarness, key: str) -> bool |
     try:
         import redis.asyncio as aioredis
 
+        from serve.app import rate_limit_prefix
+
         store = harness.store()
         try:
-            rec = store.verify_api_key(key)
+            name = f"{rate_limit_prefix(store)}{store.verify_api_key(key).id}"
         finally:
             store.close()
-        name = f"orchestrator:rl:{rec.id}"
         r = aioredis.Redis.from_url(redis_url)
         try:
             existed = bool(await r.exists(name))

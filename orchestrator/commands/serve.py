@@ -38,8 +38,8 @@ def _with_replicas(application, replicas: int):
     """The gateway with `replicas` replicas (the model deployments keep theirs)."""
     from serve.app import ApiGateway
 
-    args, kwargs = application._bound_args, application._bound_kwargs
-    return ApiGateway.options(num_replicas=replicas).bind(*args, **kwargs)
+    bound = application._bound_deployment  # the gateway's bind() arguments: settings and the model handles
+    return ApiGateway.options(num_replicas=replicas).bind(*bound.init_args, **bound.init_kwargs)
 
 
 def register(app: typer.Typer) -> None:
