@@ -155,7 +155,7 @@ def build_api(core: ApiCore) -> FastAPI:
             if not key:
                 raise ApiError(401, "An API key is needed: send `Authorization: Bearer <key>`",
                                {"WWW-Authenticate": "Bearer"})
-            caller = await run_in_threadpool(core.verifier.verify, key)
+            caller = await core.verifier.averify(key)
             if caller is None:
                 raise ApiError(401, "The API key is unknown, revoked or expired",
                                {"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -171,9 +171,9 @@ def build_api(core: ApiCore) -> FastAPI:
                                {**headers, "Retry-After": str(max(1, math.ceil(verdict.retry_after)))})
             if not caller.has(required):
                 raise ApiError(403, f"Key '{caller.name}' has role {caller.role}; this needs {required} or above")
+            request.state.timing = f"auth;dur={(t1 - t0) * 1e3:.3f}, ratelimit;dur={(t2 - t1) * 1e3:.3f}"
             response.headers.update({**headers, "X-RateLimit-Remaining": str(verdict.remaining),
-                                     "Server-Timing": f"auth;dur={(t1 - t0) * 1e3:.3f}, "
-                                                      f"ratelimit;dur={(t2 - t1) * 1e3:.3f}"})
+                                     "Server-Timing": request.state.timing})
             request.state.caller = caller
             return caller
         return Depends(check)
@@ -221,9 +221,11 @@ def build_api(core: ApiCore) -> FastAPI:
         settings.check_entrypoints(wf)
         if policy:
             check_policy(policy)
+        t0 = time.perf_counter()
         run_id = await core.actor("submit", wf, policy)
+        timing = f"{request.state.timing}, submit;dur={(time.perf_counter() - t0) * 1e3:.3f}"
         return JSONResponse({"run_id": run_id, "name": wf.name, "tasks": len(wf.tasks), "status": "pending"},
-                            201, headers={"Location": f"{V1}/workflows/{run_id}"})
+                            201, headers={"Location": f"{V1}/workflows/{run_id}", "Server-Timing": timing})
 
     @app.get(f"{V1}/workflows", tags=["workflows"])
     def list_workflows(caller: Caller = viewer, status: str | None = Query(None, max_length=16),
@@ -493,7 +495,7 @@ def _key_json(k) -> dict:
             "status": k.status() if hasattr(k, "status") else ("active" if k.revoked_at is None else "revoked")}
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=64, max_queued_requests=256)
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256, max_queued_requests=1024)
 @serve.ingress()
 class ApiGateway:
     """The HTTP entry: authenticates, limits, validates, then reads the store, calls the orchestrator actor or a

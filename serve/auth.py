@@ -6,6 +6,7 @@ optimizations. A verified key is remembered for `key_cache_s` seconds (a revocat
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -34,9 +35,35 @@ class KeyVerifier:
         self.max_entries = max_entries
         self._cache: dict[str, tuple[float, Caller | None]] = {}
         self._lock = threading.Lock()
+        self._pending: dict[str, asyncio.Future] = {}
 
-    def verify(self, key: str) -> Caller | None:
+    async def averify(self, key: str) -> Caller | None:
+        """`verify` for the event loop: answered from memory when it can be; concurrent requests with one key
+        share a single lookup in the store (a burst of requests with a key not seen for a while is one query, not
+        one per request competing for the database)."""
         digest = hashlib.sha256(key.encode()).hexdigest()
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        pending = self._pending.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._pending[digest] = future
+        try:
+            caller = await asyncio.to_thread(self.verify, key, digest)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here: no "never retrieved" warning when nobody else waited
+            raise
+        else:
+            future.set_result(caller)
+            return caller
+        finally:
+            self._pending.pop(digest, None)
+
+    def verify(self, key: str, digest: str | None = None) -> Caller | None:
+        digest = digest or hashlib.sha256(key.encode()).hexdigest()
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:

@@ -526,3 +526,36 @@ def test_rate_limiter_shares_one_bucket_through_redis():
     verdicts = asyncio.run(run())
     assert sum(v.allowed for v in verdicts) == 4  # one bucket of 4, not two
     assert {v.scope for v in verdicts} == {"global"}
+
+
+def test_concurrent_requests_with_one_key_share_one_lookup(tmp_path):
+    """A burst with a key not seen for a while is one query of the store (not one per request), and a revoked
+    key is refused once its remembered answer has lapsed."""
+    import asyncio
+
+    from orchestrator.store import Store
+    from serve.auth import KeyVerifier
+
+    store = Store.open(None, data_dir=tmp_path)
+    key = store.create_api_key("burst", "operator")
+    lookups = []
+    real = store.verify_api_key
+
+    def counted(k):
+        lookups.append(k)
+        time.sleep(0.05)  # a slow database: the burst arrives while the first lookup runs
+        return real(k)
+
+    store.verify_api_key = counted
+    verifier = KeyVerifier(store, ttl=0.2)
+
+    async def burst():
+        return await asyncio.gather(*(verifier.averify(key) for _ in range(50)))
+
+    callers = asyncio.run(burst())
+    assert len(lookups) == 1 and {c.name for c in callers} == {"burst"} and callers[0].has("viewer")
+    store.revoke_api_key("burst")
+    assert asyncio.run(verifier.averify(key)) is not None  # remembered for ttl
+    time.sleep(0.25)
+    assert asyncio.run(verifier.averify(key)) is None and len(lookups) == 2
+    store.close()
