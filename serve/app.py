@@ -92,6 +92,7 @@ class ApiCore:
         self.scheduler, self.optimizer, self.predictor = scheduler, optimizer, predictor
         self._orchestrator = None
         self._orchestrator_lock = asyncio.Lock()
+        self._scheduling = None  # heuristic decisions, answered in the gateway
 
     async def orchestrator(self):
         """The orchestrator actor of this store, started when none runs."""
@@ -116,6 +117,14 @@ class ApiCore:
         except UnavailableError:
             self._orchestrator = None  # it died: find or start it again next time
             raise
+
+    def decide_here(self, workflow: Workflow, cluster, policy: str, task_id: str | None, samples: int) -> dict:
+        from .services import SchedulingService, parse_cluster
+
+        if self._scheduling is None:
+            self._scheduling = SchedulingService(load_learned=False)
+        return self._scheduling.decide(workflow, parse_cluster(cluster, self.settings.default_cluster), policy,
+                                       task_id, samples)
 
     def workflow_of(self, body: WorkflowInput | CheapestRequest) -> tuple[Workflow, dict[str, str] | None]:
         from orchestrator.loaders import workflow_from_dict
@@ -309,7 +318,10 @@ def build_api(core: ApiCore) -> FastAPI:
         policy = body.policy or wf.policy or "srpt-cp"
         check_policy(policy)
         cluster = body.cluster.model_dump() if body.cluster else None
-        out = await remote(core.scheduler.decide.remote(wf, cluster, policy, body.task_id, body.samples))
+        if policy == "learned" or core.scheduler is None:
+            out = await remote(core.scheduler.decide.remote(wf, cluster, policy, body.task_id, body.samples))
+        else:  # a heuristic: no model to hold, cheaper here than a hop to the model deployment
+            out = await run_in_threadpool(core.decide_here, wf, cluster, policy, body.task_id, body.samples)
         record = DecisionRecord(
             run_id=body.run_id or f"api:{wf.name}"[:128], task_id=out["task_id"], policy=policy, node=out["node"],
             input={"workflow": wf.name, "tasks": len(wf.tasks), "cluster": cluster, "asked_task": body.task_id,

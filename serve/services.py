@@ -64,13 +64,13 @@ class SchedulingService:
     """Decisions of any registered policy for one task of a workflow on a given cluster, from the simulator: the
     same policy code the runtime runs. The learned policy's model is loaded once."""
 
-    def __init__(self, default_duration: float = 1.0):
+    def __init__(self, default_duration: float = 1.0, load_learned: bool = True):
         from orchestrator.scheduling import available_policies
 
         self.default_duration = default_duration
         self._learned = None
         self.model_version: str | None = None
-        if "learned" in available_policies():
+        if load_learned and "learned" in available_policies():
             try:
                 from policies.learned import LearnedPolicy, latest_model_dir
 

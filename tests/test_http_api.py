@@ -294,6 +294,10 @@ def test_decision_for_a_task_is_recorded_with_its_explanation(api):
     # fifo takes b first (the workflow's order): c waits for it.
     fifo = api.post("/api/v1/scheduling/decisions", json={**body, "policy": "fifo", "samples": 0}).json()
     assert fifo["start_estimate_s"] == pytest.approx(3.0) and fifo["confidence"] is None
+    # The learned policy answers from the model deployment, naming its model version.
+    learned = api.post("/api/v1/scheduling/decisions", json={**body, "policy": "learned", "samples": 1})
+    assert learned.status_code == 201, learned.text
+    assert learned.json()["model_version"] == "v1" and learned.json()["task_id"] == "c"
     assert api.post("/api/v1/scheduling/decisions", json={**body, "policy": "nope"}).status_code == 422
     r = api.post("/api/v1/scheduling/decisions", json={**body, "task_id": "zz"})
     assert r.status_code == 404 and "zz" in r.json()["detail"]
