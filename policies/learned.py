@@ -139,6 +139,7 @@ class LearnedPolicy(SrptCriticalPathPolicy):
         self.builder = ObservationBuilder()
         self.decision_seconds: list[float] = []  # per decision, when `record_latency` is set
         self.record_latency = False
+        self.probabilities: list[float] = []  # of each decision of the last `schedule`: the network's softmax
 
     @property
     def net(self) -> SchedulerNet:
@@ -166,6 +167,7 @@ class LearnedPolicy(SrptCriticalPathPolicy):
         # zero cpus aside), and each pick only ever looks at the first TASKS_PER_JOB left of a workflow.
         per_job = TASKS_PER_JOB + min(MAX_ROUND, int(sum(state.nodes.free_cpus)) + 1)
         heads = state.queue.job_heads(per_job, MAX_JOBS + 1, state.max_predicted)
+        self.probabilities = []
         if not heads:
             return []
         view = _StateTentative(state)
@@ -194,6 +196,7 @@ class LearnedPolicy(SrptCriticalPathPolicy):
             a = int(torch.argmax(logits))
             if mask[a] < 0.5:  # (cannot happen: masked logits are the lowest float)
                 a = int(np.flatnonzero(mask)[0])
+            self.probabilities.append(float(torch.softmax(logits, -1)[a]))
             c, k = divmod(a, MAX_NODES)
             task, node = cands[c], order[k]
             elapsed = time.perf_counter() - t0

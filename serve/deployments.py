@@ -4,7 +4,6 @@ autoscaling) in the Serve config. The gateway (`serve.app.ApiGateway`) calls the
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 from ray import serve
@@ -15,10 +14,13 @@ from .settings import ApiSettings
 
 # No cpu reserved by default: the replicas mostly wait on the store and on each other, and a 2-core machine
 # must still have cpus for the workflows' tasks. Give them cpus in the Serve config on a cluster.
+# max_ongoing_requests is above what a replica computes at once, so a burst waits in the replica rather than in
+# Serve's router (which backs off and retries when every replica is full); max_queued_requests bounds the rest:
+# beyond it Serve answers 503 at once. Both together bound the wait to about a second at these services' speeds.
 _LIGHT = {"num_cpus": 0}
 
 
-@serve.deployment(ray_actor_options=_LIGHT, max_ongoing_requests=8, max_queued_requests=100)
+@serve.deployment(ray_actor_options=_LIGHT, max_ongoing_requests=16, max_queued_requests=64)
 class SchedulerModel:
     """Decisions of any policy for one task (the learned policy's checkpoint loaded once)."""
 
@@ -27,7 +29,6 @@ class SchedulerModel:
 
         self.settings = ApiSettings(**settings)
         self.service = SchedulingService()
-        self._lock = threading.Lock()  # a policy object (the learned one's state) serves one request at a time
 
     def model_version(self) -> str | None:
         return self.service.model_version
@@ -35,14 +36,13 @@ class SchedulerModel:
     async def decide(self, workflow: Workflow, cluster, policy: str, task_id: str | None, samples: int) -> dict:
         from .services import parse_cluster
 
-        def run() -> dict:
-            with self._lock:
-                return self.service.decide(workflow, parse_cluster(cluster, self.settings.default_cluster), policy,
-                                           task_id, samples)
-        return await asyncio.to_thread(run)
+        # On the replica's event loop, one at a time (a decision takes milliseconds; the policy object keeps
+        # state between the simulator's calls): no thread hand-off, no lock.
+        return self.service.decide(workflow, parse_cluster(cluster, self.settings.default_cluster), policy,
+                                   task_id, samples)
 
 
-@serve.deployment(ray_actor_options=_LIGHT, max_ongoing_requests=4, max_queued_requests=50)
+@serve.deployment(ray_actor_options=_LIGHT, max_ongoing_requests=8, max_queued_requests=32)
 class OptimizerModel:
     """Bottleneck analysis and recommendations (Monte Carlo kernels compiled once)."""
 
@@ -68,7 +68,7 @@ class OptimizerModel:
         return await asyncio.to_thread(self.service.apply, workflow, c, policy, seed, kind, targets)
 
 
-@serve.deployment(ray_actor_options=_LIGHT, max_ongoing_requests=8, max_queued_requests=100)
+@serve.deployment(ray_actor_options=_LIGHT, max_ongoing_requests=16, max_queued_requests=64)
 class PredictorModel:
     """Task resource predictions (history from the store), demand forecasts, capacity and cost plans."""
 

@@ -99,6 +99,8 @@ class SchedulingService:
             raise NotFoundError(f"Task '{task_id}' is not a task of '{workflow.name}' still to run")
         durations = _durations(workflow, self.default_duration)
         base = self._simulate(workflow, cluster, policy, durations, task_id, seed)
+        if base["probability"] is not None:  # a learned policy: its network says how sure it is
+            samples = 0
         agree = 0
         rng = np.random.default_rng(seed)
         for _ in range(samples):
@@ -106,7 +108,8 @@ class SchedulingService:
             other = self._simulate(workflow, cluster, policy, noisy, base["task_id"], seed)
             if other["node"] == base["node"] and abs(other["start"] - base["start"]) <= max(1.0, 0.1 * base["start"]):
                 agree += 1
-        confidence = agree / samples if samples else None
+        confidence = base["probability"] if base["probability"] is not None else (agree / samples if samples
+                                                                                  else None)
         spec = next(t for t in workflow.tasks if t.id == base["task_id"])
         r = spec.resources
         explanation = (f"{policy} starts '{base['task_id']}' on {base['node']} "
@@ -114,7 +117,9 @@ class SchedulingService:
                        + f": {base['ready']} task(s) ready at that moment, this one predicted to run "
                        f"{durations[workflow.tasks.index(spec)]:.3g} s on {r.cpus:g} cpu(s); the node had "
                        f"{base['free_cpus']:g} cpu(s) free")
-        if samples:
+        if base["probability"] is not None:
+            explanation += f"; the network gave this (task, node) probability {base['probability']:.2f}"
+        elif samples:
             explanation += (f"; the same node and start (within 10%) in {agree} of {samples} re-runs with "
                             "durations perturbed by 30%")
         return {"task_id": base["task_id"], "node": base["node"], "start_estimate_s": base["start"],
@@ -140,12 +145,14 @@ class SchedulingService:
             ready = sim.num_ready
             free = list(sim.nodes.free_cpus)
             decisions = [(t, n) for t, n in policy.schedule(sim)]
+            probabilities = getattr(policy, "probabilities", None)
             sim.apply(decisions)
-            for t, node in decisions:
+            for j, (t, node) in enumerate(decisions):
                 tid = dag.ids[t.task]
                 if task_id is None or tid == task_id:
+                    p = probabilities[j] if probabilities and len(probabilities) == len(decisions) else None
                     return {"task_id": tid, "node": names[node], "start": float(sim.now), "ready": ready,
-                            "free_cpus": float(free[node])}
+                            "free_cpus": float(free[node]), "probability": p}
         raise InvalidError(f"Policy '{policy_name}' never started task '{task_id}' in the simulation")
 
 

@@ -54,6 +54,7 @@ class BenchApiOptions:
     num_cpus: int = 2
     host: str = "127.0.0.1"
     decision_trace_tasks: int = 58
+    policy: str = "srpt-cp"  # of the decisions part ("learned": answered by the model deployment)
     analysis_trace_tasks: int = 1000
 
 
@@ -469,7 +470,7 @@ def _q(values) -> dict:
 
 
 async def _decisions(url: str, key: str, workflow: dict, opts: BenchApiOptions) -> PartResult:
-    body = json.dumps({"workflow": workflow, "policy": "srpt-cp"}).encode()
+    body = json.dumps({"workflow": workflow, "policy": opts.policy}).encode()
     headers = {**_auth(key), "content-type": "application/json"}
     count = max(1, int(round(opts.rate * opts.duration)))
     async with _client(url, 512) as client:
@@ -491,7 +492,7 @@ async def _decisions(url: str, key: str, workflow: dict, opts: BenchApiOptions) 
             rows, wall = await open_loop(send, opts.rate, count)
     ok = [r for r in rows if r["status"] == 201]
     lat = _q([r["latency_ms"] for r in ok])
-    summary = {"endpoint": "POST /api/v1/scheduling/decisions", "policy": "srpt-cp", "samples": "default (4)",
+    summary = {"endpoint": "POST /api/v1/scheduling/decisions", "policy": opts.policy, "samples": "default (4)",
                "workflow": workflow["name"], "tasks": len(workflow["tasks"]), "body_bytes": len(body),
                "target_rps": opts.rate, "requests": count, "wall_s": round(wall, 3),
                "achieved_rps": round(count / wall, 2) if wall > 0 else None,

@@ -163,6 +163,8 @@ def register(app: typer.Typer) -> None:
                                                                         "ratelimit parts"),
         rate: float = typer.Option(50.0, "--rate", min=1.0, help="Requests/s of the open-loop parts"),
         num_cpus: int = typer.Option(2, "--num-cpus", min=1, help="CPUs of the local Ray"),
+        policy: str = typer.Option("srpt-cp", "--policy", help="Policy of the decisions part (learned: answered "
+                                                               "by the scheduler model deployment)"),
     ):
         """Benchmark the HTTP API on a local Ray: decision latency under steady load, auth + rate-limit overhead,
         workflow analysis time, the rate limit across replicas, and concurrent submissions against the store."""
@@ -170,7 +172,8 @@ def register(app: typer.Typer) -> None:
         from ..bench.outputs import prepare_output_dir
 
         opts = BenchApiOptions(out=prepare_output_dir(out), parts=parse_parts(what), db_url=db_url,
-                               redis_url=redis_url, duration=duration, rate=rate, num_cpus=num_cpus)
+                               redis_url=redis_url, duration=duration, rate=rate, num_cpus=num_cpus,
+                               policy=policy)
         summary = run_bench(opts, log=lambda msg: err_console.print(escape(msg), soft_wrap=True),
                             on_part=print_part)
         print_summary(summary)
