@@ -93,6 +93,19 @@ class ApiCore:
         self._orchestrator = None
         self._orchestrator_lock = asyncio.Lock()
         self._scheduling = None  # heuristic decisions, answered in the gateway
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """One small decision now, so that the first request does not pay for the simulator's imports and the
+        policy's first use."""
+        from orchestrator.errors import OrchestratorError
+
+        try:
+            wf = Workflow(name="warm-up", tasks=[{"id": "a", "duration": 1.0},
+                                                 {"id": "b", "duration": 1.0, "depends_on": ["a"]}])
+            self.decide_here(wf, None, "srpt-cp", None, 1)
+        except OrchestratorError:  # a bad default cluster: named by the first request that uses it
+            pass
 
     async def orchestrator(self):
         """The orchestrator actor of this store, started when none runs."""
