@@ -1,5 +1,6 @@
 """Evaluation of the demand forecaster on the later part of each series (time order) and on whole held-out
-series, beside the naive (last value) and seasonal-naive (same time yesterday) forecasts: 1 - WAPE, MASE."""
+series, beside the baselines it must beat: naive (last value), the mean of the last hour, simple exponential
+smoothing (alpha fitted on the series' earlier part) and seasonal-naive (same time yesterday): 1 - WAPE, MASE."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from .forecaster import (
     Normaliser,
     fit_forecaster,
     min_history,
+    fit_smoothing,
     naive_forecast,
+    rolling_mean_forecast,
     seasonal_naive_forecast,
+    smoothing_forecast,
 )
 from .metrics import accuracy, coverage, mase, naive_scale
 
@@ -33,7 +37,10 @@ def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: st
     fc = forecaster.forecast_at(series, origins, norm)
     values = np.stack([f.values for f in fc])  # (B, H, Q)
     mid = int(np.argmin(np.abs(np.asarray(cfg.quantiles) - 0.5)))
+    hour = max(1, round(60 / cfg.step_minutes))
     preds = {"lstm": values[:, :, mid], "naive": naive_forecast(x, origins, cfg.horizon),
+             "rolling-mean-1h": rolling_mean_forecast(x, origins, cfg.horizon, hour),
+             "exp-smoothing": smoothing_forecast(x, origins, cfg.horizon, fit_smoothing(x[:n_train])),
              "seasonal-naive": seasonal_naive_forecast(x, origins, cfg.horizon, cfg.season)}
     scale = naive_scale(x[:n_train])
     rows = []
@@ -55,6 +62,25 @@ def pooled(rows: list[dict], label: str) -> list[dict]:
                     "accuracy": float(np.mean([r["accuracy"] for r in sel])),
                     "mase": float(np.mean([r["mase"] for r in sel])),
                     "coverage": float(np.nanmean([r["coverage"] for r in sel])) if method == "lstm" else float("nan")})
+    return out
+
+
+def wins(rows: list[dict], label: str, method: str = "lstm") -> list[dict]:
+    """Per baseline: on how many series `method` has the lower MASE, and the median MASE of each (the goal is
+    stated per series: beat each baseline on most of them)."""
+    per_series: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r["eval"] == label and r["series"] != "ALL (mean)":
+            per_series.setdefault(r["series"], {})[r["method"]] = r["mase"]
+    out = []
+    baselines = [m for m in dict.fromkeys(k for v in per_series.values() for k in v) if m != method]
+    for b in baselines:
+        pairs = [(v[method], v[b]) for v in per_series.values() if method in v and b in v]
+        if pairs:
+            out.append({"eval": label, "baseline": b, "series": len(pairs),
+                        "wins": sum(m < o for m, o in pairs), "share": sum(m < o for m, o in pairs) / len(pairs),
+                        f"median_mase_{method}": float(np.median([m for m, _ in pairs])),
+                        "median_mase_baseline": float(np.median([o for _, o in pairs]))})
     return out
 
 

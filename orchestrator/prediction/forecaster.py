@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -235,6 +237,37 @@ def fit_forecaster(series: Sequence[pd.Series], cfg: ForecasterConfig,
 def naive_forecast(x: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
     """(B, H): the last observed value, repeated."""
     return np.repeat(x[origins - 1][:, None], horizon, axis=1)
+
+
+def rolling_mean_forecast(x: np.ndarray, origins: np.ndarray, horizon: int, window: int) -> np.ndarray:
+    """(B, H): the mean of the last `window` observed values (e.g. the last hour), repeated."""
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    lo = np.maximum(origins - window, 0)
+    means = (c[origins] - c[lo]) / (origins - lo)
+    return np.repeat(means[:, None], horizon, axis=1)
+
+
+def fit_smoothing(train: np.ndarray, grid: Sequence[float] = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)) -> float:
+    """The alpha of simple exponential smoothing with the least one-step squared error on `train`."""
+    best, best_err = 1.0, float("inf")
+    for alpha in grid:
+        level, err = train[0], 0.0
+        for v in train[1:]:
+            err += (v - level) ** 2
+            level += alpha * (v - level)
+        if err < best_err:
+            best, best_err = alpha, err
+    return best
+
+
+def smoothing_forecast(x: np.ndarray, origins: np.ndarray, horizon: int, alpha: float) -> np.ndarray:
+    """(B, H): simple exponential smoothing's level at each origin (from the start of the series), repeated."""
+    levels = np.empty(len(x))
+    level = x[0]
+    for i, v in enumerate(x):
+        levels[i] = level  # the level before seeing x[i]: the forecast made at origin i
+        level += alpha * (v - level)
+    return np.repeat(levels[origins][:, None], horizon, axis=1)
 
 
 def seasonal_naive_forecast(x: np.ndarray, origins: np.ndarray, horizon: int, season: int) -> np.ndarray:

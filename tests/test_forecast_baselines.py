@@ -1,0 +1,39 @@
+"""The forecaster's baselines use only the past of each origin, and the per-series comparison counts wins."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from orchestrator.prediction.forecast_evaluation import wins
+from orchestrator.prediction.forecaster import fit_smoothing, rolling_mean_forecast, smoothing_forecast
+
+
+def test_rolling_mean_is_the_mean_of_the_last_window():
+    x = np.arange(20, dtype=float)
+    out = rolling_mean_forecast(x, np.array([5, 10, 1]), 3, 3)
+    assert out.tolist() == [[3.0] * 3, [8.0] * 3, [0.0] * 3]  # x[2:5], x[7:10], only x[0] before origin 1
+
+
+def test_smoothing_sees_only_the_past_and_fits_alpha():
+    rng = np.random.default_rng(0)
+    x = rng.normal(10, 1, 500)
+    origins = np.array([100, 300])
+    changed = x.copy()
+    changed[300:] += 1000  # the future of the second origin
+    a = smoothing_forecast(x, origins, 4, 0.3)
+    b = smoothing_forecast(changed, origins, 4, 0.3)
+    assert np.array_equal(a, b)
+    assert smoothing_forecast(x, origins, 2, 1.0)[:, 0].tolist() == x[origins - 1].tolist()
+    assert fit_smoothing(x) <= 0.1  # noise around a level: a long memory wins
+    assert fit_smoothing(np.cumsum(rng.normal(0, 1, 500))) >= 0.7  # a random walk: the last value wins
+
+
+def test_wins_counts_series_where_the_model_beats_each_baseline():
+    rows = [{"eval": "e", "series": s, "method": m, "mase": v}
+            for s, vals in {"a": (0.5, 1.0, 0.4), "b": (0.8, 0.9, 0.9), "c": (1.2, 1.0, 1.1)}.items()
+            for m, v in zip(("lstm", "naive", "exp-smoothing"), vals)]
+    rows.append({"eval": "e", "series": "ALL (mean)", "method": "lstm", "mase": 0.0})
+    out = {r["baseline"]: r for r in wins(rows, "e")}
+    assert out["naive"]["wins"] == 2 and out["naive"]["series"] == 3
+    assert out["exp-smoothing"]["wins"] == 1
+    assert out["naive"]["median_mase_lstm"] == 0.8 and out["naive"]["median_mase_baseline"] == 1.0
