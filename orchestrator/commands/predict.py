@@ -56,7 +56,10 @@ def register(app: typer.Typer) -> None:
         lofo: bool = typer.Option(True, help="Also hold out each family entirely (trains one model per family)"),
         rightsizing: bool = typer.Option(True, help="Also replay right-sized requests in the simulator"),
         epochs: int = typer.Option(None, help="Override task_model.epochs"),
-        update_selection: bool = typer.Option(True, help="Write models/predictor/selection.json from the result"),
+        write_selection_: bool = typer.Option(
+            False, "--write-selection",
+            help="Make the winners the runtime's choice: write them to models/predictor/selection.json "
+                 "(default: only to --out/selection.json, and say what would change)"),
     ):
         """Train on the earlier runs (and per held-out family), score the LSTM beside category mean, last
         value and log-log regression, replay right-sized requests, and measure prediction latency."""
@@ -123,23 +126,45 @@ def register(app: typer.Typer) -> None:
                    "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (out / "predictor_eval.json").write_text(json.dumps(summary, indent=2, default=str))
         paths.append(out / "predictor_eval.json")
-        if update_selection:
-            best_rows = {t: next((r for r in ev.rows if r["eval"] == f"time-split@{frac}" and r["family"] == "ALL"
-                                  and r["method"] == m), {}) for t, m in ev.selection.items()}
-            paths.append(write_selection(cfg.models_path("predictor"), ev.selection,
-                                         {t: r.get(f"{t}_accuracy") for t, r in best_rows.items()}))
+        best_rows = {t: next((r for r in ev.rows if r["eval"] == f"time-split@{frac}" and r["family"] == "ALL"
+                              and r["method"] == m), {}) for t, m in ev.selection.items()}
+        evidence = {t: r.get(f"{t}_accuracy") for t, r in best_rows.items()}
+        runtime_selection = cfg.models_path("predictor") / "selection.json"
+        winners = ", ".join(f"{t} {m}" for t, m in ev.selection.items())
+        if write_selection_:
+            paths.append(write_selection(runtime_selection.parent, ev.selection, evidence))
+            console.print(f"[green]selection written[/] to {runtime_selection} (the runtime now uses: {winners})")
+        else:
+            paths.append(write_selection(out, ev.selection, evidence))
+            try:
+                current = json.loads(runtime_selection.read_text()).get("selection")
+            except (OSError, ValueError):
+                current = None
+            console.print(f"selection NOT written to {runtime_selection} (pass --write-selection to make the runtime "
+                          f"use it); it would be: {winners}"
+                          + (f" (runtime uses now: {', '.join(f'{t} {m}' for t, m in current.items())})"
+                             if current else " (no selection there now)")
+                          + f"; saved to {out / 'selection.json'}")
         console.print("wrote " + ", ".join(str(p) for p in paths) + f" in {time.perf_counter() - start:.0f}s")
 
     @evaluate.command("forecaster")
     def eval_forecaster(
-        series: list[Path] = typer.Option(None, help="CSV series (timestamp,value); default data/series/*.csv"),
+        files: list[Path] = typer.Argument(
+            None, metavar="SERIES.csv", show_default=False, exists=True, dir_okay=False,
+            help="CSV series (timestamp,value), as many as you like (a shell glob works); "
+                 "default data/series/*.csv"),
+        series: list[Path] = typer.Option(
+            None, "--series", metavar="SERIES.csv", exists=True, dir_okay=False, show_default=False,
+            help="A CSV series; repeat the flag, or list the files after it (--series a.csv b.csv)"),
         out: Path = typer.Option(Path("results/prediction"), help="Folder for the CSV/JSON results"),
         config: Path = typer.Option(None, help="Prediction config (default configs/prediction.yaml)"),
         held_out_series: bool = typer.Option(True, help="Also train without each series and score it"),
         epochs: int = typer.Option(None, help="Override forecaster.epochs"),
     ):
         """Train on the earlier part of each series, forecast the next hour at every point of the later part,
-        and compare with naive and seasonal-naive: 1 - WAPE and MASE."""
+        and compare with naive and seasonal-naive: 1 - WAPE and MASE.
+
+        Series: as arguments (orchestrator eval forecaster data/series/*.csv) and/or with --series (repeatable)."""
         import torch
 
         from .. import resources
@@ -151,7 +176,14 @@ def register(app: typer.Typer) -> None:
         start = time.perf_counter()
         cfg = load_config(config, {"forecaster.epochs": epochs} if epochs else None)
         fc = cfg.forecaster
-        paths = list(series) if series else sorted(resources.series_dir().glob("*.csv"))
+        given = list(dict.fromkeys([*(series or []), *(files or [])]))
+        paths = given or sorted(resources.series_dir().glob("*.csv"))
+        names = [Path(p).stem for p in paths]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise typer.BadParameter(f"two series are named '{dup}' (series are named by file name): "
+                                     + ", ".join(str(p) for p in paths if Path(p).stem == dup),
+                                     param_hint="SERIES")
         data = {Path(p).stem: load_series(p, fc.step_minutes, fc.max_gap_steps) for p in paths}
         say = lambda m: console.print(f"[dim]{time.perf_counter() - start:6.1f}s[/] {m}")  # noqa: E731
         rows, _, info = evaluate_forecaster(data, fc, held_out_series, progress=say)
