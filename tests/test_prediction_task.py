@@ -3,6 +3,8 @@ calibrated quantile bands, baselines scored on the same tasks, the facade's sele
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,7 @@ from orchestrator.prediction import Execution, History, Predictor, TaskFeatures
 from orchestrator.prediction.baselines import Prior
 from orchestrator.prediction.config import load_config
 from orchestrator.prediction.features import build_table
+from orchestrator.prediction.history_arrays import HistoryArrays, Query
 from orchestrator.prediction.metrics import wape
 from orchestrator.prediction.predictor import LSTMTaskPredictor, write_selection
 from orchestrator.prediction.task_evaluation import (
@@ -148,3 +151,40 @@ def test_prediction_latency(trained):
     lat = measure_latency(Predictor(lstm), trials=200)
     assert lat["p50_ms"] < 10.0
     assert lat["p99_ms"] < 50.0  # the requirement (10 ms) is measured by `orchestrator eval predictor`
+
+
+def test_query_output_size_is_not_a_prediction_input(table, trained):
+    """A task's own output size is recorded after it ran: changing it (all else equal) must change neither the
+    LSTM's inputs nor any method's prediction. The history's output sizes may be read (they finished earlier)."""
+    from orchestrator.prediction.baselines import BASELINES
+    from orchestrator.prediction.task_model import encode
+    from orchestrator.prediction.task_training import encode_episodes, sample_episodes
+
+    lstm, train_runs, _ = trained
+    history = [Execution("mProject", 10.0 + 3 * i, 0.8 + 0.02 * i, 2e7 + 1e6 * i, 1e6 * (i + 1), 2e6 * (i + 1),
+                         same_run=bool(i % 2)) for i in range(8)]
+    small, large, unknown = (TaskFeatures("mProject", 3e6, out, "montage") for out in (1e3, 5e9, None))
+    arrays = HistoryArrays.from_executions(history)
+    batches = [encode([arrays], [Query.from_features(f)], lstm.cfg.max_history) for f in (small, large, unknown)]
+    for b in batches[1:]:
+        np.testing.assert_array_equal(b.query, batches[0].query)
+        np.testing.assert_array_equal(b.steps, batches[0].steps)
+    selections = [{t: "lstm" for t in ("runtime", "cpu", "memory")}] + [
+        {t: name for t in ("runtime", "cpu", "memory")} for name in BASELINES]
+    for selection in selections:
+        predictor = Predictor(lstm, selection)
+        preds = [predictor.predict(f, history) for f in (small, large, unknown)]
+        assert preds[0] == preds[1] == preds[2], selection
+
+    # The training/evaluation path (rows of a trace table) does not read the query row's output size either.
+    rng = np.random.default_rng(0)
+    episodes = sample_episodes(table, train_runs, lstm.cfg, rng)[:200]
+    before = encode_episodes(table, episodes, lstm.cfg.max_history)
+    queries = np.array([e.query for e in episodes])
+    in_history = np.isin(queries, np.concatenate([e.history for e in episodes]))
+    assert (~in_history).sum() > 50
+    changed = copy.deepcopy(table)
+    changed.log_output[queries[~in_history]] += 3.0
+    after = encode_episodes(changed, episodes, lstm.cfg.max_history)
+    np.testing.assert_array_equal(after.batch.query, before.batch.query)
+    np.testing.assert_array_equal(after.batch.steps, before.batch.steps)

@@ -48,7 +48,9 @@ def _check_number(value: float | None, what: str, allow_none: bool = True) -> fl
 
 @dataclass(frozen=True)
 class TaskFeatures:
-    """What is known about a task before it runs. Sizes in bytes; `None` = unknown."""
+    """A task to predict. Sizes in bytes; `None` = unknown. The predictors read the category, the input size
+    and the family only: `output_bytes` is kept so a `TaskSpec` or trace row converts as is, but a task's
+    output size is recorded after it ran and is never a prediction input (see `Query`)."""
 
     category: str
     input_bytes: float | None = None

@@ -61,16 +61,18 @@ class HistoryArrays:
 
 @dataclass(frozen=True)
 class Query:
-    """The task to predict: log1p sizes (NaN = unknown or 0, see `log_size`) and its family if known."""
+    """The task to predict, as known before it runs: its log1p input size (NaN = unknown or 0, see `log_size`)
+    and its family if known. There is deliberately no output size: a task's output size is recorded after it
+    ran, so a predictor reading it would be scored on information it cannot have when the prediction is
+    needed. (The history's output sizes are fine: those executions finished earlier.)"""
 
     log_input: float
-    log_output: float
     family: str | None = None
 
     @classmethod
     def from_features(cls, f: TaskFeatures) -> "Query":
-        return cls(_log1p(f.input_bytes), _log1p(f.output_bytes), f.family)
+        return cls(_log1p(f.input_bytes), f.family)
 
     @classmethod
     def from_table(cls, table: ExecutionTable, row: int, family: str | None = None) -> "Query":
-        return cls(float(table.log_input[row]), float(table.log_output[row]), family)
+        return cls(float(table.log_input[row]), family)

@@ -12,9 +12,9 @@ from torch import nn
 
 from .history_arrays import HistoryArrays, Query
 
-FEATURE_VERSION = 2  # bump when `encode` changes; checkpoints of another version refuse to load
+FEATURE_VERSION = 3  # bump when `encode` changes; checkpoints of another version refuse to load
 STEP_FEATURES = 9
-QUERY_FEATURES = 14
+QUERY_FEATURES = 13
 NUM_TARGETS = 3  # runtime, cpu, memory
 _CLIP = 5.0  # size ratios beyond e^5 (~150x) are treated as e^5
 
@@ -41,11 +41,14 @@ def encode(histories: Sequence[HistoryArrays], queries: Sequence[Query], max_his
     centre (log runtime, cpu, log memory) and to the query's sizes, so the model is scale free and transfers
     across categories and families. Histories longer than `max_history` keep their most recent steps.
 
-    Step features: log runtime - centre, log input - query's, log output - query's, cpu - centre, cpu known,
-    log memory - centre, memory known, same run, valid (0 on padding).
-    Query features: history length, spread of log runtime, mean cpu, spread of log input, query log input and
-    log output against the history's means, share of same-run steps, query input known, centre log runtime / 5,
-    any memory known, and the baselines' answers as offsets from the centre (see `_baseline_offsets`).
+    Step features: log runtime - centre, log input - query's, log output - the history's mean log output,
+    cpu - centre, cpu known, log memory - centre, memory known, same run, valid (0 on padding).
+    Query features: history length, spread of log runtime, mean cpu, spread of log input, query log input
+    against the history's mean, share of same-run steps, query input known, centre log runtime / 5, any memory
+    known, and the baselines' answers as offsets from the centre (see `_baseline_offsets`).
+
+    Only what is known before the query task runs is read: its input size, never its output size (recorded
+    after the run; `Query` has none). The history's output sizes are of executions that already finished.
     """
     b, length = len(histories), max_history
     steps = np.zeros((b, length, STEP_FEATURES), dtype=np.float32)
@@ -60,9 +63,8 @@ def encode(histories: Sequence[HistoryArrays], queries: Sequence[Query], max_his
         centres[i] = (c_rt, c_cpu, c_mem)
         in_mean, out_mean = _mean(h.log_input), _mean(h.log_output)
         in_ref = q.log_input if np.isfinite(q.log_input) else in_mean
-        out_ref = q.log_output if np.isfinite(q.log_output) else out_mean
         d_in = np.nan_to_num(np.clip(h.log_input - in_ref, -_CLIP, _CLIP))
-        d_out = np.nan_to_num(np.clip(h.log_output - out_ref, -_CLIP, _CLIP))
+        d_out = np.nan_to_num(np.clip(h.log_output - out_mean, -_CLIP, _CLIP))
         cpu_known = np.isfinite(h.cpu)
         mem_known = np.isfinite(h.log_memory)
         s = steps[i, length - n:]
@@ -81,7 +83,6 @@ def encode(histories: Sequence[HistoryArrays], queries: Sequence[Query], max_his
             c_cpu if np.isfinite(c_cpu) else 0.0,
             d_in.std() if n > 1 else 0.0,
             np.clip(q.log_input - in_mean, -_CLIP, _CLIP) if np.isfinite(q.log_input) and np.isfinite(in_mean) else 0.0,
-            np.clip(q.log_output - out_mean, -_CLIP, _CLIP) if np.isfinite(q.log_output) and np.isfinite(out_mean) else 0.0,
             h.same_run.mean(),
             float(np.isfinite(q.log_input)),
             c_rt / 5.0,
@@ -110,7 +111,7 @@ def _baseline_offsets(h: HistoryArrays, q: Query, c_rt: float) -> tuple[float, f
 
 
 class TaskHistoryLSTM(nn.Module):
-    """steps (B, L, 9) and query (B, 14) -> residual quantiles (B, 3, Q), non-decreasing along Q.
+    """steps (B, L, 9) and query (B, 13) -> residual quantiles (B, 3, Q), non-decreasing along Q.
 
     An LSTM reads the history oldest to newest; its last hidden state (B, H) joined with the query features
     goes through a two-layer MLP to 3 x Q numbers. The middle quantile is produced directly and the others
