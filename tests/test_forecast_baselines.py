@@ -37,3 +37,25 @@ def test_wins_counts_series_where_the_model_beats_each_baseline():
     assert out["naive"]["wins"] == 2 and out["naive"]["series"] == 3
     assert out["exp-smoothing"]["wins"] == 1
     assert out["naive"]["median_mase_lstm"] == 0.8 and out["naive"]["median_mase_baseline"] == 1.0
+
+
+def test_gbm_change_forecaster_sees_only_the_past_and_follows_a_level_shift():
+    import pandas as pd
+
+    from orchestrator.prediction.forecast_gbm import GbmDeltaForecaster
+    from orchestrator.prediction.forecaster import Normaliser, time_of_day
+
+    rng = np.random.default_rng(1)
+    index = pd.date_range("2026-01-01", periods=3000, freq="5min")
+    tod = time_of_day(index)
+    x = 10 + 3 * tod[:, 0] + rng.normal(0, 0.3, len(index))
+    x[1500:] += 20  # a level shift
+    model = GbmDeltaForecaster.fit([(x, tod, 2400)], horizon=6, season=288, quantiles=(0.1, 0.5, 0.9))
+    norm = Normaliser.fit(x[:2400])
+    origins = np.array([1200, 2600])
+    a = model.forecast_at(x, tod, origins, norm)
+    future = x.copy()
+    future[2600:] = -50.0
+    assert np.allclose(a, model.forecast_at(future, tod, origins, norm))  # the future is not an input
+    assert a.shape == (2, 6, 3) and np.all(np.diff(a, axis=2) >= 0)  # quantiles in order
+    assert abs(a[1, 0, 1] - x[2599]) < 3 and abs(a[0, 0, 1] - x[1199]) < 3  # around the current level

@@ -20,12 +20,14 @@ from .forecaster import (
     rolling_mean_forecast,
     seasonal_naive_forecast,
     smoothing_forecast,
+    time_of_day,
 )
+from .forecast_gbm import GbmDeltaForecaster
 from .metrics import accuracy, coverage, mase, naive_scale
 
 
 def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: str, cfg: ForecasterConfig,
-                 stride: int = 1) -> list[dict]:
+                 stride: int = 1, gbm: GbmDeltaForecaster | None = None) -> list[dict]:
     """Rows (one per method) for forecasts made at every origin of the later (1 - train_fraction) part."""
     x = series.to_numpy(dtype=np.float64)
     n_train = int(len(x) * cfg.train_fraction)
@@ -42,14 +44,27 @@ def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: st
              "rolling-mean-1h": rolling_mean_forecast(x, origins, cfg.horizon, hour),
              "exp-smoothing": smoothing_forecast(x, origins, cfg.horizon, fit_smoothing(x[:n_train])),
              "seasonal-naive": seasonal_naive_forecast(x, origins, cfg.horizon, cfg.season)}
+    bands = {"lstm": values}
+    if gbm is not None:
+        g = gbm.forecast_at(x, time_of_day(series.index), origins, norm)
+        preds["gbm-delta"] = g[:, :, int(np.argmin(np.abs(np.asarray(gbm.quantiles) - 0.5)))]
+        bands["gbm-delta"] = g
     scale = naive_scale(x[:n_train])
     rows = []
     for method, p in preds.items():
+        band = bands.get(method)
         row = {"eval": label, "series": name, "method": method, "forecasts": int(origins.size),
                "accuracy": accuracy(truth, p), "mase": mase(truth, p, scale),
-               "coverage": coverage(truth, values[:, :, 0], values[:, :, -1]) if method == "lstm" else float("nan")}
+               "coverage": coverage(truth, band[:, :, 0], band[:, :, -1]) if band is not None else float("nan")}
         rows.append(row)
     return rows
+
+
+def fit_gbm(series: Sequence[pd.Series], cfg: ForecasterConfig, train_fraction: float) -> GbmDeltaForecaster:
+    """The gradient-boosted change forecaster on the first `train_fraction` of each series."""
+    return GbmDeltaForecaster.fit([(s.to_numpy(dtype=np.float64), time_of_day(s.index), int(len(s) * train_fraction))
+                                   for s in series], cfg.horizon, cfg.season, cfg.quantiles, cfg.step_minutes,
+                                  cfg.seed)
 
 
 def pooled(rows: list[dict], label: str) -> list[dict]:
@@ -61,7 +76,8 @@ def pooled(rows: list[dict], label: str) -> list[dict]:
                     "forecasts": sum(r["forecasts"] for r in sel),
                     "accuracy": float(np.mean([r["accuracy"] for r in sel])),
                     "mase": float(np.mean([r["mase"] for r in sel])),
-                    "coverage": float(np.nanmean([r["coverage"] for r in sel])) if method == "lstm" else float("nan")})
+                    "coverage": (float(np.nanmean([r["coverage"] for r in sel]))
+                                 if any(np.isfinite(r["coverage"]) for r in sel) else float("nan"))})
     return out
 
 
@@ -92,9 +108,10 @@ def evaluate_forecaster(series: dict[str, pd.Series], cfg: ForecasterConfig, hel
     names = list(series)
     say(f"training on the first {cfg.train_fraction:.0%} of {len(names)} series")
     forecaster, info = fit_forecaster([series[n] for n in names], cfg)
+    gbm = fit_gbm([series[n] for n in names], cfg, cfg.train_fraction)
     rows: list[dict] = []
     for n in names:
-        rows += score_series(forecaster, series[n], n, "later-part", cfg)
+        rows += score_series(forecaster, series[n], n, "later-part", cfg, gbm=gbm)
     rows += pooled(rows, "later-part")
     infos = {"later-part": info}
     if held_out_series and len(names) > 1:
@@ -105,7 +122,8 @@ def evaluate_forecaster(series: dict[str, pd.Series], cfg: ForecasterConfig, hel
             full = cfg.model_copy(update={"train_fraction": 1.0})
             f_other, info_o = fit_forecaster(others, full)
             f_other = Forecaster(f_other.model, cfg)
-            rows += score_series(f_other, series[n], n, "held-out-series", cfg)
+            gbm_other = fit_gbm(others, cfg, 1.0)
+            rows += score_series(f_other, series[n], n, "held-out-series", cfg, gbm=gbm_other)
             infos[f"held-out:{n}"] = info_o
         rows += pooled(rows, "held-out-series")
     return rows, forecaster, infos
