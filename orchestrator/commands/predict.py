@@ -202,37 +202,84 @@ def register(app: typer.Typer) -> None:
     @predict.command("tasks")
     def predict_tasks(
         workflow: Path = typer.Argument(..., help="Workflow file (YAML, JSON or WfCommons)"),
-        history: Path = typer.Option(None, help="Folder of earlier runs (WfCommons) to use as history"),
+        history: Path = typer.Option(None, help="Folder of earlier runs (WfCommons) to use as history (default: the "
+                                                "bundled traces of the workflow's family, else all bundled traces)"),
+        no_history: bool = typer.Option(False, "--no-history",
+                                        help="Use no history: every task gets its family's prior"),
         version: str = typer.Option("latest", help="Predictor version under models/predictor"),
         limit: int = typer.Option(20, help="Rows to print"),
         out: Path = typer.Option(None, help="Write every task's prediction to this CSV"),
     ):
-        """Predict runtime, cpu and memory quantiles for every task of a workflow before it runs."""
+        """Predict runtime, cpu and memory quantiles for every task of a workflow before it runs, from earlier
+        runs of its categories. The run itself is never part of its history (a bundled run is left out)."""
         import pandas as pd
 
-        from ..loaders import load_traces, load_workflow
-        from ..prediction.features import Execution, History
+        from ..loaders import default_trace_dir, load_trace_files, load_workflow
+        from ..prediction.features import Execution, History, executed_at
         from ..prediction.predictor import Predictor
 
+        if no_history and history:
+            raise typer.BadParameter("give either --history DIR or --no-history", param_hint="--no-history")
         wf = load_workflow(workflow)
         predictor = Predictor.load(version)
         hist = History()
-        if history:
-            for past in load_traces(history):
+        runs_of: dict[str, int] = {}  # category -> runs of the history that executed it
+        excluded: list[str] = []
+        if no_history:
+            label, what = "none (--no-history): every task gets the per-family prior", ""
+        else:
+            loaded = load_trace_files(history or default_trace_dir())
+            if history:
+                runs, what = loaded, f"--history {history}"
+            else:
+                same = [(p, w) for p, w in loaded if wf.family and w.family == wf.family]
+                runs = same or loaded
+                what = f"{wf.family} (bundled traces)" if same else "all families (bundled traces)"
+            own = workflow.resolve()
+            excluded = [w.name for p, w in runs if w.name == wf.name or p.resolve() == own]
+            runs = [(p, w) for p, w in runs if w.name not in excluded]
+            for _, past in sorted(runs, key=lambda pw: executed_at(pw[1])):  # oldest first: the latest weigh most
+                for cat in {t.category for t in past.tasks if t.observed is not None}:
+                    runs_of[cat] = runs_of.get(cat, 0) + 1
                 for t in past.tasks:
                     if t.observed is not None:
                         hist.add(Execution.from_task(t))
-        rows = [{"task": t.id, **predictor.predict(t, hist, wf.family).as_row()} for t in wf.tasks]
+            label = (f"{len(runs)} runs of {what}" + (f", without {', '.join(excluded)} (the run predicted)"
+                                                       if excluded else ""))
+        categories = sorted({t.category for t in wf.tasks})
+        known = [c for c in categories if hist.of(c)]
+        console.print(f"history: {label}" + ("" if no_history else
+                      f"; {sum(len(hist.of(c)) for c in categories)} executions of the {len(categories)} predicted "
+                      f"categories ({len(known)} of them with history; at most {hist.max_per_category} kept per "
+                      "category, the latest)"))
+
+        def source(p) -> str:
+            used = list(dict.fromkeys(p.methods.values()))
+            if set(used) <= {"prior", "none"}:
+                return "prior (--no-history)" if no_history else "prior (no execution of this category)"
+            return (f"history: {runs_of.get(p.category, 0)} runs of {what}, {p.history_size} executions; "
+                    + "/".join(used))
+
+        rows = []
+        for t in wf.tasks:
+            p = predictor.predict(t, hist, wf.family)
+            rows.append({"task": t.id, **p.as_row(), "source": source(p)})
         frame = pd.DataFrame(rows)
         if out:
             frame.to_csv(out, index=False)
-        cols = [c for c in frame.columns if c.endswith(("_p10", "_p50", "_p90")) or c in ("task", "category")]
-        t = Table(title=f"{wf.name}: predictions (predictor {predictor.version}, selection {predictor.selection})")
+        # printed: runtime p10/p50/p90 and the cpu and memory medians (every quantile is in --out)
+        cols = [c for c in ("task", "category", "runtime_p10", "runtime_p50", "runtime_p90", "cpu_p50", "memory_p50",
+                            "source") if c in frame.columns]
+        t = Table(title=f"{wf.name}: predictions (predictor {predictor.version}, selection {predictor.selection}; "
+                        "runtime s, cpu cores, memory bytes)", title_justify="left")
         for c in cols:
-            t.add_column(c, justify="left" if c in ("task", "category") else "right")
+            t.add_column(c, justify="left" if c in ("task", "category", "source") else "right",
+                         overflow="fold" if c == "source" else "ellipsis", no_wrap=c != "source")
         for r in rows[:limit]:
             t.add_row(*(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols))
         console.print(t)
+        if len(rows) > limit:
+            console.print(f"[dim]{len(rows) - limit} more rows (--limit N, or --out FILE.csv for all)[/]")
 
     @predict.command("capacity")
     def predict_capacity(
