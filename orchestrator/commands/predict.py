@@ -114,6 +114,16 @@ def register(app: typer.Typer) -> None:
                  ("under_cpu_pct", "cpu under %"), ("reserved_mem_gib_s_recorded", "reserved GiB-s"),
                  ("mem_reduction_pct", "mem -%"), ("under_memory_pct", "mem under %"),
                  ("makespan_s", "sum makespan s")], digits=1))
+            from ..prediction.memory_sizing import evaluate_memory_sizing
+
+            ms_rows = evaluate_memory_sizing(table, cfg.evaluation.test_fraction)
+            console.print(_table(
+                "Memory right-sizing against Tovar and Witt on the latest runs, sized in submission order from "
+                "earlier executions; a failed attempt is charged its reservation and retried at double", ms_rows,
+                [("family", "family"), ("method", "method"), ("tasks", "tasks"), ("reserved_GBh", "reserved GB·h"),
+                 ("wastage_GBh", "wasted GB·h"), ("under_provisioned_pct", "under %"), ("retries", "retries"),
+                 ("retry_GBh", "retry GB·h")], digits=4))
+            rs_rows += [{"requests": r["method"], **r} for r in ms_rows]
         lat = ev.latency
         console.print(f"latency of Predictor.predict (one task, {lat['history_size']} history steps, 1 thread, "
                       f"{lat['trials']} calls): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
@@ -192,6 +202,13 @@ def register(app: typer.Typer) -> None:
             f"last {1 - fc.train_fraction:.0%} of each series", rows,
             [("eval", "evaluation"), ("series", "series"), ("method", "method"), ("forecasts", "forecasts"),
              ("accuracy", "1-WAPE"), ("mase", "MASE"), ("coverage", "p10-p90 cover")]))
+        from ..prediction.forecast_evaluation import wins
+
+        win_rows = [w for label in ("later-part", "held-out-series") for w in wins(rows, label)]
+        console.print(_table(
+            "LSTM against each baseline, per series: series where its MASE is lower, and the median MASEs", win_rows,
+            [("eval", "evaluation"), ("baseline", "baseline"), ("series", "series"), ("wins", "LSTM better on"),
+             ("median_mase_lstm", "median MASE LSTM"), ("median_mase_baseline", "median MASE baseline")]))
         written = [_write(out, "forecaster_eval", rows)]
         (out / "forecaster_eval.json").write_text(json.dumps(
             {"rows": rows, "training": info, "config": fc.model_dump(), "seconds": time.perf_counter() - start},
