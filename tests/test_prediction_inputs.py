@@ -222,3 +222,14 @@ def test_checkpoint_from_other_feature_version_refuses_to_load(tmp_path):
     lstm.save(tmp_path, {})
     loaded, meta = LSTMTaskPredictor.load(tmp_path)
     assert meta["version"] == "v1" and loaded.cfg.hidden_size == 4
+
+
+def test_shipped_predictor_checkpoint_loads_with_this_feature_version():
+    """models/predictor/ (latest) must match the features this code computes, or `Predictor.load()` fails."""
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "models" / "predictor"
+    predictor = Predictor.load(models_dir=models)
+    history = [Execution("mProject", 10.0 + i, 0.9, 2e7, 1e6 * (i + 1), 2e6 * (i + 1)) for i in range(5)]
+    pred = predictor.predict(TaskFeatures("mProject", 3e6), history)
+    assert 0 < pred.runtime.low <= pred.runtime.median <= pred.runtime.high
