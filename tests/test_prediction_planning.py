@@ -23,7 +23,9 @@ from orchestrator.prediction.forecaster import (
     fit_forecaster,
     min_history,
     naive_forecast,
+    rolling_mean_forecast,
     seasonal_naive_forecast,
+    smoothing_forecast,
 )
 from orchestrator.prediction.node_types import NodeType, load_node_types
 from orchestrator.prediction.rightsizing import evaluate_rightsizing
@@ -63,7 +65,7 @@ def test_forecasts_of_the_later_part_read_no_point_at_or_after_their_origin(seri
         norm = Normaliser.fit(x[:n_train])
         origins = np.arange(max(n_train, min_history(cfg)), len(x) - cfg.horizon + 1, 6)
         rows = score_series(tiny_forecaster, s, name, "later-part", cfg, stride=6)
-        assert [r["method"] for r in rows] == ["lstm", "naive", "seasonal-naive"]
+        assert [r["method"] for r in rows] == ["lstm", "naive", "rolling-mean-1h", "exp-smoothing", "seasonal-naive"]
         assert all(r["forecasts"] == len(origins) and np.isfinite(r["mase"]) for r in rows)
         forecasts = tiny_forecaster.forecast_at(s, origins, norm)
         for o, fc in zip(origins, forecasts):
@@ -79,6 +81,8 @@ def test_forecasts_of_the_later_part_read_no_point_at_or_after_their_origin(seri
             np.testing.assert_array_equal(tiny_forecaster.forecast_at(future, [o], norm)[0].values, alone)
             y = future.to_numpy(dtype=np.float64)
             for baseline in (lambda v: naive_forecast(v, np.array([o]), cfg.horizon),
+                             lambda v: rolling_mean_forecast(v, np.array([o]), cfg.horizon, 12),
+                             lambda v: smoothing_forecast(v, np.array([o]), cfg.horizon, 0.3),
                              lambda v: seasonal_naive_forecast(v, np.array([o]), cfg.horizon, cfg.season)):
                 np.testing.assert_array_equal(baseline(y), baseline(x))
             past = s.copy()
