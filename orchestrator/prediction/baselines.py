@@ -1,4 +1,5 @@
-"""Baseline task predictors (category mean, last value, log-log regression on input size) and the prior used
+"""Baseline task predictors (category mean, median of the last 32, last value, log-log regression on input
+size) and the prior used
 for a category with no history. Each returns quantiles of (runtime s, cpu cores, memory bytes) per query."""
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ class CategoryMean(TaskBaseline):
 
     def _one(self, values, history, ok, x, k):
         return _band(values, float(values.mean()), self.quantiles, relative=True)[None, :]
+
+
+class CategoryMedian(TaskBaseline):
+    """The median of the category's last `window` executions (robust to the odd outlier run, and following
+    a change in the category's runtimes); the band is those executions' spread."""
+
+    name = "category-median-32"
+    window = 32
+
+    def _one(self, values, history, ok, x, k):
+        recent = values[-self.window:]
+        return _band(recent, float(np.median(recent)), self.quantiles, relative=True)[None, :]
 
 
 class LastValue(TaskBaseline):
@@ -160,4 +173,4 @@ class Prior:
                    {k: np.asarray(v, dtype=np.float64) for k, v in d["table"].items()})
 
 
-BASELINES = {c.name: c for c in (CategoryMean, LastValue, LogLinear)}
+BASELINES = {c.name: c for c in (CategoryMean, CategoryMedian, LastValue, LogLinear)}
