@@ -114,7 +114,8 @@ def evaluation(table, cfg):
 def test_every_method_scored_on_the_same_tasks(evaluation):
     ev = evaluation
     main = [r for r in ev.rows if r["eval"] == "time-split@20%" and r["family"] == "ALL"]
-    assert {r["method"] for r in main} == {"lstm", "category-mean", "category-median-32", "last-value", "log-linear",
+    assert {r["method"] for r in main} == {"lstm", "category-mean", "category-median-32", "median-32-conformal",
+                                           "last-value", "log-linear",
                                            "prior"}
     assert len({r["tasks"] for r in main}) == 1 and main[0]["tasks"] > 100
     assert len({r["memory_n"] for r in main}) == 1 and main[0]["memory_n"] > 0  # montage only, same rows
