@@ -68,3 +68,18 @@ def test_on_the_bundled_montage_runs_input_knn_wastes_less_than_both(trace_libra
     best = min(by["tovar"]["wastage_GBh"], by["witt"]["wastage_GBh"])
     assert by["input-knn"]["wastage_GBh"] <= 0.6 * best
     assert by["input-knn"]["under_provisioned_pct"] <= 5.0
+
+
+def test_the_allocations_replay_in_the_simulator():
+    from orchestrator.loaders import default_trace_dir, load_traces
+    from orchestrator.prediction.config import load_config
+    from orchestrator.prediction.features import build_table
+
+    workflows = load_traces(default_trace_dir())
+    rows = evaluate_memory_sizing(build_table(workflows), workflows=workflows,
+                                  replay_cfg=load_config().rightsizing)
+    by = {r["method"].split(" ")[0]: r for r in rows if r["family"] == "montage"}
+    assert all(r["sim_makespan_s"] > 0 and r["trace_makespan_s"] > 0 for r in by.values())
+    # The reserved memory-seconds the simulator counts follow the allocations.
+    assert by["input-knn"]["sim_reserved_mem_gib_s"] < by["witt"]["sim_reserved_mem_gib_s"] \
+        < by["tovar"]["sim_reserved_mem_gib_s"]

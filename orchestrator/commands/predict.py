@@ -116,13 +116,16 @@ def register(app: typer.Typer) -> None:
                  ("makespan_s", "sum makespan s")], digits=1))
             from ..prediction.memory_sizing import evaluate_memory_sizing
 
-            ms_rows = evaluate_memory_sizing(table, cfg.evaluation.test_fraction)
+            ms_rows = evaluate_memory_sizing(table, cfg.evaluation.test_fraction, workflows=workflows,
+                                             replay_cfg=cfg.rightsizing)
             console.print(_table(
                 "Memory right-sizing against Tovar and Witt on the latest runs, sized in submission order from "
                 "earlier executions; a failed attempt is charged its reservation and retried at double", ms_rows,
                 [("family", "family"), ("method", "method"), ("tasks", "tasks"), ("reserved_GBh", "reserved GB·h"),
                  ("wastage_GBh", "wasted GB·h"), ("under_provisioned_pct", "under %"), ("retries", "retries"),
-                 ("retry_GBh", "retry GB·h")], digits=4))
+                 ("retry_GBh", "retry GB·h"), ("sim_reserved_mem_gib_s", "simulated GiB-s"),
+                 ("sim_makespan_s", "simulated makespan s"), ("trace_makespan_s", "trace requests: makespan s")],
+                digits=4))
             rs_rows += [{"requests": r["method"], **r} for r in ms_rows]
         lat = ev.latency
         console.print(f"latency of Predictor.predict (one task, {lat['history_size']} history steps, 1 thread, "

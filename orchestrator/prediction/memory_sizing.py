@@ -15,7 +15,7 @@ A task with no execution of its category yet gets `first_gib` (the same for ever
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class SizingResult:
     under_first: int  # tasks whose first allocation was below their peak
     retries: int
     retry_gbh: float  # reserved by the attempts that failed
+    allocations: np.ndarray | None = field(default=None, repr=False)  # per table row: the final allocation (NaN: not sized)
 
     def row(self) -> dict:
         return {"method": self.method, "family": self.family, "tasks": self.tasks,
@@ -90,6 +91,7 @@ def replay_sizing(table: ExecutionTable, history_runs: Sequence[int], test_runs:
             x.append(float(table.log_input[i]))
     reserved = used = retry_gbh = 0.0
     under = retries = tasks = 0
+    allocations = np.full(len(table), np.nan)
     for i in _order(table, test_runs):
         peak = float(table.memory[i])
         if not np.isfinite(peak):
@@ -106,11 +108,13 @@ def replay_sizing(table: ExecutionTable, history_runs: Sequence[int], test_runs:
             retries += 1
         reserved += alloc / GiB * hours
         used += peak / GiB * hours
+        allocations[i] = alloc
         tasks += 1
         p.append(peak)
         x.append(float(table.log_input[i]))
     reserved += retry_gbh
-    return SizingResult(method, family, tasks, reserved, used, reserved - used, under, retries, retry_gbh)
+    return SizingResult(method, family, tasks, reserved, used, reserved - used, under, retries, retry_gbh,
+                        allocations)
 
 
 def calibrate_knn_margin(table: ExecutionTable, history_runs: Sequence[int], calib_runs: Sequence[int],
@@ -126,9 +130,12 @@ def calibrate_knn_margin(table: ExecutionTable, history_runs: Sequence[int], cal
 
 
 def evaluate_memory_sizing(table: ExecutionTable, test_fraction: float = 0.25, calib_fraction: float = 0.25,
-                           target_under: float = 0.05, k: int = 8) -> list[dict]:
+                           target_under: float = 0.05, k: int = 8, workflows=None, replay_cfg=None) -> list[dict]:
     """Per family with memory recorded: the latest `test_fraction` of its runs are sized by each method from
-    every earlier run; the input-knn margin is calibrated on the runs just before them."""
+    every earlier run; the input-knn margin is calibrated on the runs just before them. With `workflows` and
+    `replay_cfg` (a RightSizingConfig), each method's final allocations are also replayed in the simulator (the
+    runs one at a time on its cluster): the sum of their makespans and the reserved GiB-s of the recorded
+    tasks, beside the traces' own requests."""
     rows = []
     for fam in table.families:
         runs = table.runs_of_family(fam)
@@ -138,6 +145,21 @@ def evaluate_memory_sizing(table: ExecutionTable, test_fraction: float = 0.25, c
         n_cal = max(1, int(round(calib_fraction * len(runs))))
         history, test = runs[:-n_test], runs[-n_test:]
         margin = calibrate_knn_margin(table, history[:-n_cal], history[-n_cal:], target_under, k)
-        for name, sizer in (("tovar", tovar), ("witt", witt), (f"input-knn k={k} +{margin:.0%}", input_knn(k, margin))):
-            rows.append(replay_sizing(table, history, test, sizer, name, fam).row())
+        sized = [replay_sizing(table, history, test, sizer, name, fam)
+                 for name, sizer in (("tovar", tovar), ("witt", witt),
+                                     (f"input-knn k={k} +{margin:.0%}", input_knn(k, margin)))]
+        if workflows is not None and replay_cfg is not None:
+            from .rightsizing import Requests, replay
+
+            fam_workflows = [w for w in workflows if (w.family or "unknown") == fam]
+            base = replay(fam_workflows, table, test, None, replay_cfg, "trace requests")
+            for r in sized:
+                sim = replay(fam_workflows, table, test, Requests(np.full(len(table), np.nan), r.allocations),
+                             replay_cfg, r.method)
+                rows.append({**r.row(), "sim_makespan_s": sim["makespan_s"],
+                             "sim_reserved_mem_gib_s": sim["reserved_mem_gib_s_recorded"],
+                             "trace_makespan_s": base["makespan_s"],
+                             "trace_reserved_mem_gib_s": base["reserved_mem_gib_s_recorded"]})
+        else:
+            rows += [r.row() for r in sized]
     return rows
