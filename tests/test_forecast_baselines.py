@@ -59,3 +59,25 @@ def test_gbm_change_forecaster_sees_only_the_past_and_follows_a_level_shift():
     assert np.allclose(a, model.forecast_at(future, tod, origins, norm))  # the future is not an input
     assert a.shape == (2, 6, 3) and np.all(np.diff(a, axis=2) >= 0)  # quantiles in order
     assert abs(a[1, 0, 1] - x[2599]) < 3 and abs(a[0, 0, 1] - x[1199]) < 3  # around the current level
+
+
+def test_the_conformal_band_reads_only_the_past_and_brackets_the_median():
+    from orchestrator import resources
+    from orchestrator.prediction.config import load_config
+    from orchestrator.prediction.forecast_evaluation import conformal_band
+    from orchestrator.prediction.forecaster import Forecaster, Normaliser
+    from orchestrator.prediction.series import load_series
+
+    cfg = load_config()
+    forecaster, _ = Forecaster.load(cfg.models_path("forecaster"), "latest")
+    fc = forecaster.cfg
+    s = load_series(sorted(resources.series_dir().glob("*.csv"))[0], fc.step_minutes, fc.max_gap_steps)
+    x = s.to_numpy(dtype=np.float64)
+    norm = Normaliser.fit(x[: int(len(x) * fc.train_fraction)])
+    origins = np.array([len(x) - 400, len(x) - 100])
+    band = conformal_band(forecaster, s, origins, norm, fc)
+    future = s.copy()
+    future.iloc[int(origins[1]):] = future.iloc[int(origins[1]):] * 10 + 100
+    again = conformal_band(forecaster, future, origins, norm, fc)
+    np.testing.assert_allclose(again, band)  # nothing at or after the origins is read
+    assert band.shape == (2, fc.horizon, 2) and np.all(band[:, :, 0] <= band[:, :, 1])
