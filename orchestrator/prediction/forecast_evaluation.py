@@ -120,7 +120,8 @@ def wins(rows: list[dict], label: str, method: str = "lstm") -> list[dict]:
         if r["eval"] == label and r["series"] != "ALL (mean)":
             per_series.setdefault(r["series"], {})[r["method"]] = r["mase"]
     out = []
-    baselines = [m for m in dict.fromkeys(k for v in per_series.values() for k in v) if m != method]
+    baselines = [m for m in dict.fromkeys(k for v in per_series.values() for k in v)
+                 if m != method and not m.startswith(f"{method}-")]  # its own variants (same median) aside
     for b in baselines:
         pairs = [(v[method], v[b]) for v in per_series.values() if method in v and b in v]
         if pairs:
