@@ -265,7 +265,7 @@ class PredictionService:
 
     def forecast(self, points: list[dict]) -> dict[str, Any]:
         forecaster, series = self._series(points)
-        fc = forecaster.forecast(series)
+        fc = forecaster.forecast_conformal(series)
         frame = fc.to_frame()
         return {"step_minutes": forecaster.cfg.step_minutes,
                 "steps": [{"timestamp": ts.isoformat(), **{c: float(v) for c, v in row.items()}}
@@ -276,7 +276,7 @@ class PredictionService:
         from orchestrator.prediction.node_types import load_node_types
 
         forecaster, series = self._series(points)
-        plan = plan_capacity(forecaster.forecast(series), load_node_types(None),
+        plan = plan_capacity(forecaster.forecast_conformal(series), load_node_types(None),
                              self.cfg.capacity.model_copy(update=update))
         return {"node_type": plan.node_type.name, "objective": plan.objective, "cost": plan.cost,
                 "steps": [{"start": s.start.isoformat(), "demand_cores": s.demand_cores,

@@ -81,3 +81,21 @@ def test_the_conformal_band_reads_only_the_past_and_brackets_the_median():
     again = conformal_band(forecaster, future, origins, norm, fc)
     np.testing.assert_allclose(again, band)  # nothing at or after the origins is read
     assert band.shape == (2, fc.horizon, 2) and np.all(band[:, :, 0] <= band[:, :, 1])
+
+
+def test_forecast_conformal_keeps_the_median_and_widens_a_narrow_band():
+    from orchestrator import resources
+    from orchestrator.prediction.config import load_config
+    from orchestrator.prediction.forecaster import Forecaster
+    from orchestrator.prediction.series import load_series
+
+    cfg = load_config()
+    forecaster, _ = Forecaster.load(cfg.models_path("forecaster"), "latest")
+    fc = forecaster.cfg
+    for path in sorted(resources.series_dir().glob("*.csv")):
+        s = load_series(path, fc.step_minutes, fc.max_gap_steps)
+        plain, conf = forecaster.forecast(s), forecaster.forecast_conformal(s)
+        np.testing.assert_array_equal(plain.values[:, 1], conf.values[:, 1])
+        assert np.all(np.diff(conf.values, axis=1) >= 0) and list(conf.index) == list(plain.index)
+        short = s.iloc[: 400]  # too short a past for the band: the plain forecast
+        np.testing.assert_array_equal(forecaster.forecast_conformal(short).values, forecaster.forecast(short).values)

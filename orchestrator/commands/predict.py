@@ -323,7 +323,7 @@ def register(app: typer.Typer) -> None:
         s = load_series(series, forecaster.cfg.step_minutes, forecaster.cfg.max_gap_steps)
         update = {k: v for k, v in (("target_utilisation", target_utilisation), ("p95_wait_seconds", p95_wait),
                                     ("cores_per_unit", cores_per_unit)) if v is not None}
-        plan = plan_capacity(forecaster.forecast(s), load_node_types(node_types), cfg.capacity.model_copy(update=update))
+        plan = plan_capacity(forecaster.forecast_conformal(s), load_node_types(node_types), cfg.capacity.model_copy(update=update))
         t = Table(title=f"Capacity plan: {plan.node_type.name}, {plan.objective}, cost ${plan.cost:.2f} over the hour")
         for c in ("start", "demand cores", "needed cores", "nodes"):
             t.add_column(c, justify="right")

@@ -13,6 +13,7 @@ from .config import ForecasterConfig
 from .forecaster import (
     Forecaster,
     Normaliser,
+    conformal_band,
     fit_forecaster,
     min_history,
     fit_smoothing,
@@ -62,33 +63,6 @@ def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: st
                "coverage": coverage(truth, band[:, :, 0], band[:, :, -1]) if band is not None else float("nan")}
         rows.append(row)
     return rows
-
-
-def conformal_band(forecaster: Forecaster, series: pd.Series, origins: np.ndarray, norm: Normaliser,
-                   cfg: ForecasterConfig, window: int | None = None) -> np.ndarray | None:
-    """(B, H, 2) p10/p90 for forecasts made at `origins`: the LSTM's median plus the 10th and 90th percentiles of
-    its own errors, per horizon step, over the forecasts of the last `window` origins (a day) whose whole
-    horizon was observed before the origin (online conformal: only the series' past is used)."""
-    x = series.to_numpy(dtype=np.float64)
-    horizon = cfg.horizon
-    window = window or cfg.season
-    first = min_history(cfg)
-    if origins.size == 0 or origins.min() - horizon - first < 24:
-        return None
-    past = np.arange(first, int(origins.max()) - horizon + 1)
-    fc = forecaster.forecast_at(series, past, norm)
-    mid = int(np.argmin(np.abs(np.asarray(cfg.quantiles) - 0.5)))
-    med = np.stack([f.values[:, mid] for f in fc])  # (P, H)
-    resid = x[past[:, None] + np.arange(horizon)[None, :]] - med
-    mine = forecaster.forecast_at(series, origins, norm)
-    out = np.empty((origins.size, horizon, 2))
-    for b, (o, f) in enumerate(zip(origins, mine)):
-        hi_idx = int(o) - horizon - first  # the last past origin whose horizon ended before o
-        r = resid[max(0, hi_idx - window + 1):hi_idx + 1]
-        lo, hi = np.quantile(r, [0.1, 0.9], axis=0)
-        out[b, :, 0] = f.values[:, mid] + lo
-        out[b, :, 1] = f.values[:, mid] + hi
-    return np.maximum(out, 0.0)
 
 
 def fit_gbm(series: Sequence[pd.Series], cfg: ForecasterConfig, train_fraction: float) -> GbmDeltaForecaster:
