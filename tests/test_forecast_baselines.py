@@ -86,7 +86,7 @@ def test_the_conformal_band_reads_only_the_past_and_brackets_the_median():
 def test_forecast_conformal_keeps_the_median_and_widens_a_narrow_band():
     from orchestrator import resources
     from orchestrator.prediction.config import load_config
-    from orchestrator.prediction.forecaster import Forecaster
+    from orchestrator.prediction.forecaster import Forecaster, min_history
     from orchestrator.prediction.series import load_series
 
     cfg = load_config()
@@ -97,5 +97,5 @@ def test_forecast_conformal_keeps_the_median_and_widens_a_narrow_band():
         plain, conf = forecaster.forecast(s), forecaster.forecast_conformal(s)
         np.testing.assert_array_equal(plain.values[:, 1], conf.values[:, 1])
         assert np.all(np.diff(conf.values, axis=1) >= 0) and list(conf.index) == list(plain.index)
-        short = s.iloc[: 400]  # too short a past for the band: the plain forecast
+        short = s.iloc[: min_history(fc) + 20]  # too short a past for the band: the plain forecast
         np.testing.assert_array_equal(forecaster.forecast_conformal(short).values, forecaster.forecast(short).values)
