@@ -18,9 +18,9 @@ class Strict(BaseModel):
 
 class NodeGroup(Strict):
     count: int = Field(default=1, ge=1, le=10_000)
-    cpus: float = Field(gt=0, le=1024)
-    memory_gib: float = Field(gt=0, le=65_536)
-    gpus: float = Field(default=0, ge=0, le=64)
+    cpus: float = Field(gt=0, le=1024, allow_inf_nan=False)
+    memory_gib: float = Field(gt=0, le=65_536, allow_inf_nan=False)
+    gpus: float = Field(default=0, ge=0, le=64, allow_inf_nan=False)
 
 
 class ClusterSpec(Strict):
@@ -53,13 +53,13 @@ class DecideRequest(WorkflowInput):
 
 class AnalyzeRequest(WorkflowInput):
     budget_s: float | None = Field(default=None, gt=0, le=30)
-    deadline_s: float | None = Field(default=None, gt=0)
+    deadline_s: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)
     recommend: bool = True
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
 class ApplyRequest(Strict):
-    optimization_id: int = Field(ge=1)
+    optimization_id: int = Field(ge=1, le=2**62)  # the store's ids are 64-bit
     submit: bool = False  # also submit the changed workflow as a new run
 
 
@@ -83,7 +83,7 @@ class PredictRequest(Strict):
 
 class Point(Strict):
     timestamp: datetime
-    value: float = Field(allow_inf_nan=False)
+    value: float = Field(ge=-1e12, le=1e12, allow_inf_nan=False)
 
 
 class SeriesRequest(Strict):
@@ -94,14 +94,14 @@ class SeriesRequest(Strict):
 
 class CapacityRequest(SeriesRequest):
     target_utilisation: float | None = Field(default=None, gt=0, le=1)
-    p95_wait_seconds: float | None = Field(default=None, gt=0)
-    cores_per_unit: float | None = Field(default=None, gt=0)
+    p95_wait_seconds: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
+    cores_per_unit: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
 
 
 class CheapestRequest(Strict):
     workflow: dict[str, Any] | None = None
     run_id: str | None = Field(default=None, min_length=1, max_length=128)
-    deadline_s: float = Field(gt=0, allow_inf_nan=False)
+    deadline_s: float = Field(gt=0, le=1e9, allow_inf_nan=False)
     policy: str | None = Field(default=None, min_length=1, max_length=100)
     max_nodes: int | None = Field(default=None, ge=1, le=1000)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import socket
 import time
 import uuid
@@ -475,7 +476,7 @@ def test_fuzz_finds_no_server_error(api, api_schema, operation):
     seen: list[int] = []
 
     @given(st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE)))
-    @settings(max_examples=16, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=int(os.environ.get("ORCHESTRATOR_FUZZ_EXAMPLES", "16")), deadline=None, database=None, suppress_health_check=list(HealthCheck))
     def check(case):
         response = case.call(base_url=api.url, headers=api.h("admin"), timeout=60,
                              **({"params": {**(case.query or {}), "follow": "false"}}
