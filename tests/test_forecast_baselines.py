@@ -36,7 +36,7 @@ def test_wins_counts_series_where_the_model_beats_each_baseline():
     out = {r["baseline"]: r for r in wins(rows, "e")}
     assert out["naive"]["wins"] == 2 and out["naive"]["series"] == 3
     assert out["exp-smoothing"]["wins"] == 1
-    assert out["naive"]["median_mase_lstm"] == 0.8 and out["naive"]["median_mase_baseline"] == 1.0
+    assert out["naive"]["median_mase_model"] == 0.8 and out["naive"]["median_mase_baseline"] == 1.0
 
 
 def test_gbm_change_forecaster_sees_only_the_past_and_follows_a_level_shift():

@@ -66,7 +66,7 @@ def test_forecasts_of_the_later_part_read_no_point_at_or_after_their_origin(seri
         origins = np.arange(max(n_train, min_history(cfg)), len(x) - cfg.horizon + 1, 6)
         rows = score_series(tiny_forecaster, s, name, "later-part", cfg, stride=6)
         assert [r["method"] for r in rows] == ["lstm", "naive", "rolling-mean-1h", "exp-smoothing", "seasonal-naive",
-                                               "lstm-conformal"]
+                                               "lstm-conformal", "online-best"]
         assert all(r["forecasts"] == len(origins) and np.isfinite(r["mase"]) for r in rows)
         forecasts = tiny_forecaster.forecast_at(s, origins, norm)
         for o, fc in zip(origins, forecasts):

@@ -207,11 +207,14 @@ def register(app: typer.Typer) -> None:
              ("accuracy", "1-WAPE"), ("mase", "MASE"), ("coverage", "p10-p90 cover")]))
         from ..prediction.forecast_evaluation import wins
 
-        win_rows = [w for label in ("later-part", "held-out-series") for w in wins(rows, label)]
+        win_rows = [w for label in ("later-part", "held-out-series") for model in ("lstm", "online-best")
+                    for w in wins(rows, label, model)]
         console.print(_table(
-            "LSTM against each baseline, per series: series where its MASE is lower, and the median MASEs", win_rows,
-            [("eval", "evaluation"), ("baseline", "baseline"), ("series", "series"), ("wins", "LSTM better on"),
-             ("median_mase_lstm", "median MASE LSTM"), ("median_mase_baseline", "median MASE baseline")]))
+            "The LSTM, and the online choice among it, exponential smoothing and the last hour's mean, against each "
+            "other method, per series: series where its MASE is lower, and the median MASEs", win_rows,
+            [("eval", "evaluation"), ("model", "model"), ("baseline", "against"), ("series", "series"),
+             ("wins", "better on"), ("median_mase_model", "median MASE model"),
+             ("median_mase_baseline", "median MASE other")]))
         written = [_write(out, "forecaster_eval", rows)]
         (out / "forecaster_eval.json").write_text(json.dumps(
             {"rows": rows, "training": info, "config": fc.model_dump(), "seconds": time.perf_counter() - start},
