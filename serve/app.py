@@ -19,7 +19,6 @@ from ray import serve
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.errors import (
-    NotFoundError,
     OrchestratorError,
     UnavailableError,
 )
@@ -40,7 +39,7 @@ from .schemas import (
     PredictRequest,
     PriorityRequest,
     SeriesRequest,
-    WorkflowInput,
+    WorkflowSource,
 )
 from .settings import ApiSettings
 
@@ -139,7 +138,7 @@ class ApiCore:
         return self._scheduling.decide(workflow, parse_cluster(cluster, self.settings.default_cluster), policy,
                                        task_id, samples)
 
-    def workflow_of(self, body: WorkflowInput | CheapestRequest) -> tuple[Workflow, dict[str, str] | None]:
+    def workflow_of(self, body: WorkflowSource) -> tuple[Workflow, dict[str, str] | None]:
         from orchestrator.loaders import workflow_from_dict
 
         if body.workflow is not None:

@@ -29,19 +29,24 @@ class ClusterSpec(Strict):
     nodes: list[NodeGroup] = Field(min_length=1, max_length=64)
 
 
-class WorkflowInput(Strict):
+class WorkflowSource(Strict):
     """A workflow given inline (this project's format or WfCommons JSON) or by a recorded run's id."""
 
     workflow: dict[str, Any] | None = None
     run_id: str | None = Field(default=None, min_length=1, max_length=128)
-    cluster: ClusterSpec | None = None
     policy: str | None = Field(default=None, min_length=1, max_length=100)
 
     @model_validator(mode="after")
-    def _one_source(self) -> "WorkflowInput":
+    def _one_source(self) -> "WorkflowSource":
         if (self.workflow is None) == (self.run_id is None):
             raise ValueError("give exactly one of 'workflow' (inline) and 'run_id' (a recorded run)")
         return self
+
+
+class WorkflowInput(WorkflowSource):
+    """A workflow and the cluster it is to run on."""
+
+    cluster: ClusterSpec | None = None
 
 
 class DecideRequest(WorkflowInput):
@@ -98,18 +103,9 @@ class CapacityRequest(SeriesRequest):
     cores_per_unit: float | None = Field(default=None, gt=0, le=1e6, allow_inf_nan=False)
 
 
-class CheapestRequest(Strict):
-    workflow: dict[str, Any] | None = None
-    run_id: str | None = Field(default=None, min_length=1, max_length=128)
+class CheapestRequest(WorkflowSource):
     deadline_s: float = Field(gt=0, le=1e9, allow_inf_nan=False)
-    policy: str | None = Field(default=None, min_length=1, max_length=100)
     max_nodes: int | None = Field(default=None, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "CheapestRequest":
-        if (self.workflow is None) == (self.run_id is None):
-            raise ValueError("give exactly one of 'workflow' (inline) and 'run_id' (a recorded run)")
-        return self
 
 
 class KeyRequest(Strict):

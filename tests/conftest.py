@@ -98,3 +98,36 @@ def cli_main(capsys, monkeypatch):
         return code, out.out, out.err
 
     return run
+
+
+def actor_factory(tmp_path, **defaults):
+    """`start(**overrides)` starts an orchestrator actor on its own SQLite store under `tmp_path` (test settings:
+    fast retries, a short lease; `defaults` then `overrides` on top); `start.store()` opens that store; `stop()`
+    shuts every started actor down and kills it. For the `orch` fixtures of the runtime tests."""
+    import ray
+
+    from orchestrator.runtime.actor import OrchestratorActor
+    from orchestrator.runtime.config import RuntimeConfig
+    from orchestrator.store import Store
+
+    handles = []
+
+    def start(**overrides):
+        settings = {"data_dir": str(tmp_path / "state"), "redis_url": None, "retry_base": 0.05, "lease_ttl_s": 3.0,
+                    "node_refresh_s": 0.5, **defaults, **overrides}
+        handle = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(
+            RuntimeConfig(**settings).model_dump())
+        ray.get(handle.ping.remote())
+        handles.append(handle)
+        return handle
+
+    def stop():
+        for h in handles:
+            try:
+                ray.get(h.shutdown.remote(), timeout=10)
+            except Exception:  # noqa: BLE001 - already dead (killed by the test)
+                pass
+            ray.kill(h)
+
+    start.store = lambda: Store.open(None, data_dir=tmp_path / "state")
+    return start, stop

@@ -11,11 +11,10 @@ import ray
 
 from orchestrator.errors import StoreError
 from orchestrator.loaders import workflow_from_dict
-from orchestrator.runtime.actor import OrchestratorActor
 from orchestrator.runtime.client import wait_for
-from orchestrator.runtime.config import RuntimeConfig
 from orchestrator.states import TaskStatus, WorkflowStatus
-from orchestrator.store import Store
+
+from conftest import actor_factory
 
 B = "orchestrator.runtime.builtins"
 
@@ -23,25 +22,9 @@ B = "orchestrator.runtime.builtins"
 @pytest.fixture
 def orch(ray_cluster, tmp_path):
     """An orchestrator actor with its own SQLite store; killed after the test."""
-    handles = []
-
-    def start(**overrides):
-        settings = {"data_dir": str(tmp_path / "state"), "redis_url": None, "retry_base": 0.05, "lease_ttl_s": 3.0,
-                    "node_refresh_s": 0.5, **overrides}
-        config = RuntimeConfig(**settings)
-        handle = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
-        ray.get(handle.ping.remote())
-        handles.append(handle)
-        return handle
-
-    start.store = lambda: Store.open(None, data_dir=tmp_path / "state")
+    start, stop = actor_factory(tmp_path)
     yield start
-    for h in handles:
-        try:
-            ray.get(h.shutdown.remote(), timeout=10)
-        except Exception:  # noqa: BLE001 - already dead (killed by the test)
-            pass
-        ray.kill(h)
+    stop()
 
 
 def _run(handle, spec: dict, timeout: float = 90, **kw) -> dict:

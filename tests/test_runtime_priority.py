@@ -12,15 +12,15 @@ import ray
 from orchestrator.errors import StoreConflictError, StoreInvalidError, StoreNotFoundError
 from orchestrator.loaders import workflow_from_dict
 from orchestrator.model import Workflow, get_limits
-from orchestrator.runtime.actor import OrchestratorActor
 from orchestrator.runtime.client import wait_for
-from orchestrator.runtime.config import RuntimeConfig
 from orchestrator.runtime.recovery import Recovery, with_stored_priorities
 from orchestrator.runtime.state import RetryPolicy, RuntimeState
 from orchestrator.scheduling.interface import NodeView
 from orchestrator.states import TaskStatus, WorkflowStatus
 from orchestrator.store import Store
 from orchestrator.store.records import TaskChange, WorkflowChange
+
+from conftest import actor_factory
 
 S = TaskStatus
 B = "orchestrator.runtime.builtins"
@@ -208,25 +208,9 @@ def test_a_stored_priority_is_used_when_the_run_is_resumed(store):
 @pytest.fixture
 def orch(ray_cluster, tmp_path):
     """An orchestrator actor with its own SQLite store; killed after the test."""
-    handles = []
-
-    def start(**overrides):
-        settings = {"data_dir": str(tmp_path / "state"), "redis_url": None, "retry_base": 0.05, "lease_ttl_s": 3.0,
-                    "node_refresh_s": 0.5, "dispatch_ahead": 0.0, "predict_tasks": False, **overrides}
-        config = RuntimeConfig(**settings)
-        handle = OrchestratorActor.options(num_cpus=0, resources={"head": 0.001}).remote(config.model_dump())
-        ray.get(handle.ping.remote())
-        handles.append(handle)
-        return handle
-
-    start.store = lambda: Store.open(None, data_dir=tmp_path / "state")
+    start, stop = actor_factory(tmp_path, dispatch_ahead=0.0, predict_tasks=False)
     yield start
-    for h in handles:
-        try:
-            ray.get(h.shutdown.remote(), timeout=10)
-        except Exception:  # noqa: BLE001 - already dead
-            pass
-        ray.kill(h)
+    stop()
 
 
 def _one_slot_workflow(name, blocker_s=1.5, n=4):
