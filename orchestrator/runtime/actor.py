@@ -46,6 +46,7 @@ from .startup import (
     json_logs,
     normal_priority,
     start_event_dispatcher,
+    start_memory_sizing,
     start_predictions,
 )
 from .state import RetryPolicy, RunState, RuntimeState
@@ -97,8 +98,9 @@ class Orchestrator:
         try:
             self._dispatcher = start_event_dispatcher(cfg, self.store)
             self.predictions = start_predictions(cfg, self.store, self.lock, self.state)
+            self.memory_requests = start_memory_sizing(cfg, self.store, self.state)
             self.outcomes = Outcomes(self.store, self.state, self.nodes, self.metrics, self.journal, self.launcher,
-                                     self.predictions)
+                                     self.predictions, self.memory_requests)
             self.admissions = Admissions(self.store, self.state, self.nodes, cfg.default_policy, self.predictions,
                                          self.timing, wake=lambda: self._done.put(None), stopping=self._stopping)
             self.recovery = Recovery(self.store, self.state, self.nodes, self.journal, self.launcher,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ACTOR_NAME = "orchestrator"
 NAMESPACE = "orchestrator"
@@ -16,7 +18,8 @@ def default_data_dir() -> Path:
 
 
 class RuntimeConfig(BaseModel):
-    """Settings of one orchestrator actor. Environment: ORCHESTRATOR_DB_URL, ORCHESTRATOR_DATA_DIR, REDIS_URL."""
+    """Settings of one orchestrator actor. Environment: ORCHESTRATOR_DB_URL, ORCHESTRATOR_DATA_DIR, REDIS_URL,
+    ORCHESTRATOR_MEMORY_REQUESTS."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,3 +57,24 @@ class RuntimeConfig(BaseModel):
     # renewal (an orchestrator that died); a new one waits up to this long for it.
     lease_ttl_s: float = Field(default=10.0, gt=0.0)
     sample_every_s: float = 5.0  # system-state samples (cluster demand history for the forecaster)
+    # Memory requests of tasks that declare none (resources.memory 0): "declared" leaves them at 0 (not enforced,
+    # nothing reserved); "sized" gives each such task whose (family, category) has recorded peaks (earlier runs in
+    # the store, finished tasks since) the input-knn request of `prediction.memory_sizing`: the largest peak of the
+    # `memory_sizing_k` executions closest in input size x (1 + `memory_sizing_margin`). It is reserved on the node
+    # and enforced; a memory failure doubles it (up to the largest node) without using the task's retries. A
+    # declared memory is never changed. The defaults are the evaluation's (k 8, +5% calibrated on earlier runs).
+    # Environment: ORCHESTRATOR_MEMORY_REQUESTS.
+    memory_requests: Literal["declared", "sized"] = Field(
+        default_factory=lambda: os.environ.get("ORCHESTRATOR_MEMORY_REQUESTS", "declared"), validate_default=True)
+    memory_sizing_k: int = Field(default=8, ge=1)
+    memory_sizing_margin: float = Field(default=0.05, ge=0.0, le=10.0)
+
+    @field_validator("memory_requests", mode="before")
+    @classmethod
+    def _memory_requests_named(cls, value):
+        if value not in ("declared", "sized"):
+            raise ValueError(
+                f"memory_requests is {value!r}: give 'declared' (a task's memory request is what it declares; 0 is "
+                "not enforced) or 'sized' (a task that declares none is sized from the recorded peaks of its "
+                "category); set in the runtime config or ORCHESTRATOR_MEMORY_REQUESTS")
+        return value

@@ -62,7 +62,8 @@ class _Launch:
     resources: tuple  # (cpus, memory, gpus, custom items)
 
 
-def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
+def _payload(run: RunState, i: int, attempt: int, memory: float) -> TaskPayload:
+    """The task's payload; `memory` is its request as reserved (declared, or sized: `RuntimeState._size_memory`)."""
     spec = run.specs[i]
     time_scale = float(run.workflow.metadata.get("time_scale", 1.0))
     kind = spec.entrypoint_kind
@@ -78,7 +79,7 @@ def _payload(run: RunState, i: int, attempt: int) -> TaskPayload:
         args=list(spec.args),
         kwargs=dict(spec.kwargs),
         ref_names=sorted(refs),
-        memory_limit=int(spec.resources.memory),
+        memory_limit=int(memory),
         timeout=spec.timeout,
         replay_seconds=(spec.duration or 0.0) * time_scale,
     )
@@ -120,10 +121,11 @@ class Launcher:
             spec = run.specs[i]
             try:
                 launch = launches.get((run.run_id, i))
-                if launch is None:
-                    t = d.task
+                t = d.task
+                if launch is None or launch.resources[1] != t.memory:  # first dispatch, or a raised memory request
                     launch = launches[(run.run_id, i)] = _Launch(
-                        _payload(run, i, 0), (t.cpus, t.memory, t.gpus, tuple(sorted(spec.resources.custom.items()))))
+                        _payload(run, i, 0, t.memory),
+                        (t.cpus, t.memory, t.gpus, tuple(sorted(spec.resources.custom.items()))))
                 payload = launch.payload
                 payload.attempt = run.attempts[i]
                 parents = [self._parent_value(run, name) for name in payload.ref_names]

@@ -26,7 +26,7 @@ class Outcomes:
     journal, their results (`unsaved_results`) to the store before their success is written."""
 
     def __init__(self, store: Any, state: RuntimeState, nodes: Nodes, metrics: RuntimeMetrics,
-                 journal: WriteJournal, launcher: Launcher, predictions: Any):
+                 journal: WriteJournal, launcher: Launcher, predictions: Any, memory_requests: Any = None):
         self.store = store
         self.state = state
         self.nodes = nodes
@@ -34,6 +34,7 @@ class Outcomes:
         self.journal = journal
         self.launcher = launcher
         self.predictions = predictions
+        self.memory_requests = memory_requests  # `MemoryRequests` in "sized" mode: it learns every recorded peak
         # The launcher's tables, bound here for the per-completion path (they are never replaced).
         self.running = launcher.running
         self.by_task = launcher.by_task
@@ -77,10 +78,15 @@ class Outcomes:
                 self.predictions.finished(run, i, report.duration,
                                           report.cpu_seconds / report.duration if report.duration > 0 else None,
                                           report.peak_memory or None)
+            if self.memory_requests is not None:
+                spec = run.specs[i]
+                self.memory_requests.observe(run.workflow.family, spec.category, spec.input_bytes,
+                                             report.peak_memory)
             self.metrics.finished(1, report.duration)
         else:
             retryable = report.error_kind not in ("import",)
-            outcome = self.state.failed(run, i, att.node, report.error or "failed", now, retryable=retryable)
+            outcome = self.state.failed(run, i, att.node, report.error or "failed", now, retryable=retryable,
+                                        memory=report.error_kind == "memory")
             self.record(att, "failed", now, report=report, error=report.error)
             self.metrics.failed(1, report.error_kind or "exception")
             last = (report.error or "").strip().splitlines()

@@ -92,9 +92,15 @@ class Recovery:
         tasks = self.store.get_tasks(run_id)
         wf = with_stored_priorities(self.store.load_spec(run_id), tasks)
         failures: dict[str, tuple[int, int]] = {}  # task id -> (own failures, lost with its worker)
+        # With sized memory requests, a memory failure of a task that declares no memory was a sizing miss (its
+        # request was then doubled): it does not use up the task's retries (`RuntimeState.failed`).
+        undeclared = ({t.id for t in wf.tasks if not t.resources.memory} if self.state.memory_sizer is not None
+                      else set())
         for e in self.store.executions(run_id):
             own, lost = failures.get(e.task_id, (0, 0))
-            failures[e.task_id] = (own + (e.status in ("failed", "timeout")), lost + (e.status == "lost"))
+            sizing_miss = e.exit_info == "memory" and e.task_id in undeclared
+            failures[e.task_id] = (own + (e.status in ("failed", "timeout") and not sizing_miss),
+                                   lost + (e.status == "lost"))
         return rec, wf, tasks, failures
 
     def fail_stored_run(self, run_id: str, error: str) -> None:
@@ -132,7 +138,7 @@ class Recovery:
         held = [(run, d.task.task, d.node) for run, d, _ in self.launcher.pending]
         for run, i, node in [(a.run, a.index, a.node) for a in self.launcher.running.values()] + held:
             if i not in run.ahead:
-                view.reserve(node, float(run.dag.cpus[i]), float(run.dag.memory[i]), float(run.dag.gpus[i]))
+                view.reserve(node, float(run.cpus[i]), float(run.memory[i]), float(run.gpus[i]))
         return True
 
     def reload_run(self, run_id: str) -> None:
@@ -175,7 +181,7 @@ class Recovery:
         rec, wf, tasks, failures = loaded
         stored = {t.task_id: (t.status, t.attempt, t.result_ref, t.next_attempt_at) for t in tasks}
         run = self.state.admit(run_id, wf, time.time(), policy=rec.policy, stored=stored, stored_status=rec.status,
-                               live=set(live), failures=failures)
+                               live=set(live), failures=failures, sized=dict(old.sized) if old is not None else None)
         for i, att in live.items():
             att.run = run
             run.attempts[i] = att.attempt

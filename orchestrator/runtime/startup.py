@@ -1,5 +1,5 @@
 """What the orchestrator actor sets up in its own process as it starts: structured logs, normal scheduling
-priority, the event dispatcher that delivers stored events to their sinks, and task predictions."""
+priority, the event dispatcher that delivers stored events to their sinks, task predictions and memory sizing."""
 
 from __future__ import annotations
 
@@ -97,3 +97,20 @@ def start_predictions(config: RuntimeConfig, store: Any, lock: Any, state: Runti
     except Exception as exc:  # noqa: BLE001 - no trained model: run without predictions, say so
         log.warning("task predictions off: %s", exc)
         return None
+
+
+def start_memory_sizing(config: RuntimeConfig, store: Any, state: RuntimeState):
+    """In "sized" mode (`memory_requests`), the memory sizer of tasks that declare no memory, seeded from the
+    recent runs in the store and attached to the run state; None in "declared" mode. A store that cannot be read
+    now only leaves the history empty (tasks are sized once peaks are recorded)."""
+    if config.memory_requests != "sized":
+        return None
+    from .memory_requests import MemoryRequests
+
+    sizer = MemoryRequests(config.memory_sizing_k, config.memory_sizing_margin)
+    try:
+        sizer.seed(store)
+    except Exception as exc:  # noqa: BLE001 - advisory history: run on, say so
+        log.warning("memory sizing history not seeded from the store: %s", exc)
+    state.memory_sizer = sizer
+    return sizer

@@ -38,6 +38,7 @@ from ..scheduling.queue import ReadyQueue
 from ..scheduling.retry import RetryPolicy
 from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_transition
 from ..store.records import RunNote, TaskChange, WorkflowChange
+from .memory_requests import raised_request
 
 log = logging.getLogger("orchestrator.runtime")
 # A policy that takes longer than this for one decision (the learned one checks itself) is replaced, for the runs
@@ -69,6 +70,8 @@ class RunState:
         # Per-task lists, as `ready_task` reads them (`pred` follows `predicted`).
         self.cpus, self.memory, self.gpus = dag.cpus.tolist(), dag.memory.tolist(), dag.gpus.tolist()
         self.pred: list[float] = self.predicted.tolist()
+        # Tasks whose memory request is a sized one (`memory_requests: sized`): task -> bytes, kept in `memory`.
+        self.sized: dict[int, float] = {}
         self.task_priority: list[int] = dag.priority.tolist()
         self.status = bytearray(dag.n)
         self.detail: list[TaskStatus] = [TaskStatus.PENDING] * dag.n
@@ -171,7 +174,9 @@ class RuntimeState:
         self.views: dict[str, _PolicyView] = {}
         self.changes: list[TaskChange | WorkflowChange | RunNote] = []
         self.finished_runs: list[RunState] = []
-        # Node indices that offer a task's custom resources (set by the engine); None: no constraint.
+        # Memory requests of tasks that declare none (`runtime.memory_requests.MemoryRequests`, set by the actor in
+        # "sized" mode; None: every task keeps its declared memory, as in the simulator).
+        self.memory_sizer = None
         self._next_index = 0
         self._ready_seq = 0
         self._retry_seq = 0
@@ -213,15 +218,18 @@ class RuntimeState:
     def admit(self, run_id: str, wf: Workflow, now: float, policy: str | None = None,
               stored: dict[str, tuple[TaskStatus, int, str | None, float | None]] | None = None,
               stored_status: WorkflowStatus | None = None, live: set[int] | None = None,
-              failures: dict[str, tuple[int, int]] | None = None) -> RunState:
+              failures: dict[str, tuple[int, int]] | None = None, sized: dict[int, float] | None = None) -> RunState:
         """Start tracking a run. `stored` (task id -> (status, attempt, result_ref, next_attempt_at)) restores
         a run after a restart: finished tasks stay finished, tasks that were running are put back as ready unless
         they are in `live` (attempts still running, when the actor re-reads the store after a failed write).
         `failures` (task id -> (own failures, system failures), from the execution rows) restores how many
-        retries each task has used."""
+        retries each task has used. `sized` (task -> bytes) carries the sized memory requests of a run re-read
+        from the store (its live attempts hold them, and a raised request stays raised)."""
         self.now = now
         name = policy or wf.policy or self.default_policy
         run = RunState(self._next_index, run_id, wf, now, name, self.default_duration)
+        for i, m in (sized or {}).items():
+            run.memory[i] = run.sized[i] = m
         self._next_index += 1
         try:
             self._policy_view(name).queue.policy.on_job_arrival(run)
@@ -282,6 +290,8 @@ class RuntimeState:
 
     # ---- readiness -----------------------------------------------------------------------------------------
     def _enqueue(self, run: RunState, i: int) -> None:
+        if self.memory_sizer is not None and i not in run.sized and run.memory[i] == 0:
+            self._size_memory(run, i)
         self._ready_seq += 1
         task = ready_task(run, i, self.now, self._ready_seq, self.allowed(run.specs[i].resources.custom))
         run.ready_tasks[i] = task
@@ -292,6 +302,26 @@ class RuntimeState:
         if not custom:
             return None
         return allowed_nodes(self.nodes.custom, custom)
+
+    def max_node_memory(self) -> float:
+        """The memory of the largest node alive (a sized request never exceeds it)."""
+        return max(self.nodes.cap_memory, default=0.0)
+
+    def _size_memory(self, run: RunState, i: int) -> None:
+        """A task that declares no memory becomes ready: its request is the sizer's, from the peaks recorded so
+        far (none: it keeps no request). Never while it holds resources: `release` gives back `run.memory[i]`."""
+        spec = run.specs[i]
+        sized = self.memory_sizer.size(run.workflow.family, spec.category, spec.input_bytes)
+        if sized is None:
+            return
+        memory = float(sized.memory)
+        cap = self.max_node_memory()
+        if cap > 0:
+            memory = min(memory, cap)
+        run.memory[i] = run.sized[i] = memory
+        detail = sized.detail(self.memory_sizer.k, self.memory_sizer.margin)
+        detail["memory"] = int(memory)
+        self.changes.append(RunNote(run.run_id, "task.memory_sized", detail, at=self.now, task_id=spec.id))
 
     def _make_ready(self, run: RunState, i: int) -> None:
         self._move(run, i, TaskStatus.READY)
@@ -538,14 +568,32 @@ class RuntimeState:
         self._maybe_finish(run)
 
     def failed(self, run: RunState, i: int, node: int | None, error: str, now: float, system: bool = False,
-               retryable: bool = True) -> str:
-        """An attempt failed. Returns what happened: 'retrying', 'failed' or 'ignored'."""
+               retryable: bool = True, memory: bool = False) -> str:
+        """An attempt failed. Returns what happened: 'retrying', 'failed' or 'ignored'.
+
+        `memory`: it exceeded its memory request. A sized request (`run.sized`) below the largest node's memory is
+        then a sizing miss, not the task's fault: the task is retried at once at double the request (at most the
+        largest node's), without using up `retries`; bounded, since the request reaches the cap after a few
+        doublings. A memory failure at the cap, or of a declared request, is an ordinary failure."""
         self.now = now
         if node is not None:
             self.release(run, i, node)
         if run.detail[i] != TaskStatus.RUNNING:
             return "ignored"
         spec = run.specs[i]
+        if memory and i in run.sized and not run.cancel_requested:
+            current = run.memory[i]
+            raised = raised_request(current, self.max_node_memory())
+            if raised is not None:
+                run.memory[i] = run.sized[i] = raised
+                self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=now)
+                self.changes.append(RunNote(run.run_id, "task.memory_raised", {
+                    "from": int(current), "to": int(raised), "attempt": run.attempts[i],
+                    "cap": int(self.max_node_memory())}, at=now, task_id=spec.id))
+                run.next_attempt_at[i] = now
+                self._retry_seq += 1
+                run.retry_order[i] = self._retry_seq
+                return "retrying"
         if system:
             run.system_failures[i] += 1  # a lost worker is not the task's fault: it does not use up `retries`
             can_retry = run.system_failures[i] <= self.retry.system_retries

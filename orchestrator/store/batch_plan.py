@@ -46,7 +46,10 @@ def plan(changes: Sequence[Change], stored_tasks: dict[tuple[str, str], str], st
             raise StoreNotFoundError(f"No workflow run '{c.run_id}' (change {i + 1} of {n}); nothing in the batch "
                                      "was applied")
         if isinstance(c, RunNote):
-            events.append((c.run_id, None, c.type, json_dumps({**c.detail, "run_id": c.run_id, "at": at}), now))
+            payload = {**c.detail, "run_id": c.run_id, "at": at}
+            if c.task_id is not None:
+                payload["task_id"] = c.task_id
+            events.append((c.run_id, c.task_id, c.type, json_dumps(payload), now))
             continue
         if isinstance(c, TaskChange):
             key = (c.run_id, c.task_id)

@@ -57,12 +57,14 @@ class WorkflowChange:
 @dataclass(frozen=True, slots=True)
 class RunNote:
     """Something that happened to a run without moving its status (e.g. `workflow.policy_fallback`): an outbox
-    event of type `type` whose payload is `detail` plus the run id and `at`, written with the batch."""
+    event of type `type` whose payload is `detail` plus the run id and `at`, written with the batch. With
+    `task_id`, it is about that task (e.g. `task.memory_sized`): the event carries its id."""
 
     run_id: str
     type: str
     detail: dict[str, Any] = field(default_factory=dict)
     at: float | None = None
+    task_id: str | None = None
 
 
 Change = TaskChange | WorkflowChange | RunNote

@@ -1,0 +1,104 @@
+"""Memory requests for tasks that declare none (`RuntimeConfig.memory_requests = "sized"`): the input-knn sizer of
+`prediction.memory_sizing` over the peaks recorded per (family, category), and the doubling after a sizing miss.
+
+The history is kept here, in memory, and never read on the dispatch path: it is seeded once from the store when
+the orchestrator starts and grows by one entry per successful attempt (`observe`); sizing a task (`size`) is a
+look-up and a partial sort of at most `max_per_category` peaks. Pure Python and numpy (no Ray, no store calls
+except `seed`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("orchestrator.runtime")
+
+UNKNOWN_FAMILY = "unknown"  # as `prediction.features.build_table` keys a workflow without a family
+
+
+def _log_size(value: float | None) -> float:
+    """log1p of a size in bytes, NaN when unknown or 0 (as `prediction.features.log_size`)."""
+    return float(np.log1p(value)) if value is not None and value > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class SizedRequest:
+    """What the sizer gave one task: the request in bytes and what it was computed from (for its event)."""
+
+    memory: int
+    executions: int  # peaks of the category it was sized from
+
+    def detail(self, k: int, margin: float) -> dict[str, Any]:
+        return {"memory": self.memory, "method": "input-knn", "k": k, "margin": margin,
+                "executions": self.executions}
+
+
+def raised_request(current: float, cap: float) -> float | None:
+    """The request after a memory failure of a sized request: double, at most `cap` (the largest node's memory);
+    None once the request is at the cap (the failure is then an ordinary one)."""
+    if cap <= 0 or current >= cap:
+        return None
+    return float(min(max(current, 1.0) * 2.0, cap))
+
+
+class MemoryRequests:
+    """The recorded peaks (bytes) and log input sizes per (family, category), oldest first, and the input-knn
+    request they give a task."""
+
+    def __init__(self, k: int = 8, margin: float = 0.05, max_per_category: int = 256):
+        from ..prediction.memory_sizing import input_knn  # (imports the prediction package: only in sized mode)
+
+        if k < 1 or margin < 0:
+            raise ValueError(f"memory sizing needs k >= 1 and margin >= 0 (got k={k}, margin={margin})")
+        self.k = k
+        self.margin = margin
+        self.max_per_category = max_per_category
+        self._sizer = input_knn(k, margin)
+        self._peaks: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(p) for p, _ in self._peaks.values())
+
+    def observe(self, family: str | None, category: str, input_bytes: float | None, peak: float | None) -> None:
+        """A finished execution of `category` in a run of `family` peaked at `peak` bytes (None or 0: not
+        recorded, ignored)."""
+        if not peak or peak <= 0:
+            return
+        peaks, inputs = self._peaks.setdefault((family or UNKNOWN_FAMILY, category), ([], []))
+        peaks.append(float(peak))
+        inputs.append(_log_size(input_bytes))
+        if len(peaks) > self.max_per_category:
+            del peaks[0], inputs[0]
+
+    def history(self, family: str | None, category: str) -> tuple[np.ndarray, np.ndarray]:
+        """(peaks, log1p input sizes) of the category, oldest first (what `size` reads)."""
+        peaks, inputs = self._peaks.get((family or UNKNOWN_FAMILY, category), ([], []))
+        return np.asarray(peaks, dtype=np.float64), np.asarray(inputs, dtype=np.float64)
+
+    def size(self, family: str | None, category: str, input_bytes: float | None) -> SizedRequest | None:
+        """The input-knn request of a task of `category` with this input size; None when the category has no
+        recorded peak (the task keeps no request)."""
+        peaks, inputs = self.history(family, category)
+        if peaks.size == 0:
+            return None
+        return SizedRequest(int(np.ceil(self._sizer(peaks, inputs, _log_size(input_bytes)))), int(peaks.size))
+
+    def seed(self, store: Any, runs: int = 20) -> int:
+        """Start from the successful attempts, with a recorded peak, of the `runs` most recent runs in the store
+        (oldest first); returns how many were taken."""
+        seeded = 0
+        for rec in reversed(store.list_workflows(limit=runs)):
+            spec = store.load_spec(rec.run_id)
+            tasks = {t.id: t for t in spec.tasks}
+            for e in store.executions(rec.run_id):
+                t = tasks.get(e.task_id)
+                if t is None or e.status != "succeeded" or not e.peak_memory:
+                    continue
+                self.observe(spec.family, t.category, t.input_bytes, e.peak_memory)
+                seeded += 1
+        log.info("memory sizing history seeded with %d executions", seeded)
+        return seeded
