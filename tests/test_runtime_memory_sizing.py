@@ -174,6 +174,16 @@ def test_memory_failure_of_a_sized_request_doubles_it_without_using_retries_unti
     assert run.wf_status == WorkflowStatus.FAILED
 
 
+def test_a_shell_commands_request_is_raised_from_the_floor_it_was_enforced_at():
+    st = _sized_state(sizer=_history())
+    run = st.admit("r1", Workflow(name="w", tasks=[{"id": "sh", "entrypoint": "sort big.txt", "category": "work",
+                                                    "input_bytes": 2_000_000}]), 0.0)
+    (_, d), = st.schedule(0.0)
+    assert d.task.memory == math.ceil(40 * MiB * 1.05)  # enforced as 256 MiB (MEMORY_FLOOR)
+    assert st.failed(run, 0, d.node, "Command exited with code 2 (exceeded ...)", 1.0, memory=True) == "retrying"
+    assert run.memory[0] == 512 * MiB and run.failures[0] == 0
+
+
 # ---- the runtime on Ray ------------------------------------------------------------------------------------------
 @pytest.fixture
 def orch(ray_cluster, tmp_path):

@@ -156,6 +156,8 @@ class Launcher:
         key = (cpus, memory, gpus, custom, node)
         opts = self._options_cache.get(key)
         if opts is None:
+            if len(self._options_cache) >= 4096:  # sized memory requests make many distinct keys: stay bounded
+                self._options_cache.clear()
             kwargs: dict[str, Any] = {
                 "num_cpus": cpus,
                 "num_gpus": gpus,

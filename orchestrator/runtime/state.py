@@ -38,6 +38,7 @@ from ..scheduling.queue import ReadyQueue
 from ..scheduling.retry import RetryPolicy
 from ..states import TaskStatus, WorkflowStatus, task_transition, workflow_transition
 from ..store.records import RunNote, TaskChange, WorkflowChange
+from .executor import MEMORY_FLOOR
 from .memory_requests import raised_request
 
 log = logging.getLogger("orchestrator.runtime")
@@ -583,7 +584,9 @@ class RuntimeState:
         spec = run.specs[i]
         if memory and i in run.sized and not run.cancel_requested:
             current = run.memory[i]
-            raised = raised_request(current, self.max_node_memory())
+            # Double what was enforced: a shell command's address space is never below MEMORY_FLOOR.
+            enforced = max(current, MEMORY_FLOOR) if spec.entrypoint_kind == "shell" else current
+            raised = raised_request(enforced, self.max_node_memory())
             if raised is not None:
                 run.memory[i] = run.sized[i] = raised
                 self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=now)
