@@ -59,6 +59,7 @@ class MemoryRequests:
         self.max_per_category = max_per_category
         self._sizer = input_knn(k, margin)
         self._peaks: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
+        self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # of `_peaks`, built when read
 
     def __len__(self) -> int:
         return sum(len(p) for p, _ in self._peaks.values())
@@ -68,7 +69,9 @@ class MemoryRequests:
         recorded, ignored)."""
         if not peak or peak <= 0:
             return
-        peaks, inputs = self._peaks.setdefault((family or UNKNOWN_FAMILY, category), ([], []))
+        key = (family or UNKNOWN_FAMILY, category)
+        self._arrays.pop(key, None)
+        peaks, inputs = self._peaks.setdefault(key, ([], []))
         peaks.append(float(peak))
         inputs.append(_log_size(input_bytes))
         if len(peaks) > self.max_per_category:
@@ -76,15 +79,21 @@ class MemoryRequests:
 
     def history(self, family: str | None, category: str) -> tuple[np.ndarray, np.ndarray]:
         """(peaks, log1p input sizes) of the category, oldest first (what `size` reads)."""
-        peaks, inputs = self._peaks.get((family or UNKNOWN_FAMILY, category), ([], []))
-        return np.asarray(peaks, dtype=np.float64), np.asarray(inputs, dtype=np.float64)
+        key = (family or UNKNOWN_FAMILY, category)
+        arrays = self._arrays.get(key)
+        if arrays is None:
+            peaks, inputs = self._peaks.get(key, ([], []))
+            arrays = (np.asarray(peaks, dtype=np.float64), np.asarray(inputs, dtype=np.float64))
+            if peaks:
+                self._arrays[key] = arrays
+        return arrays
 
     def size(self, family: str | None, category: str, input_bytes: float | None) -> SizedRequest | None:
         """The input-knn request of a task of `category` with this input size; None when the category has no
         recorded peak (the task keeps no request)."""
-        peaks, inputs = self.history(family, category)
-        if peaks.size == 0:
+        if (family or UNKNOWN_FAMILY, category) not in self._peaks:
             return None
+        peaks, inputs = self.history(family, category)
         return SizedRequest(int(np.ceil(self._sizer(peaks, inputs, _log_size(input_bytes)))), int(peaks.size))
 
     def seed(self, store: Any, runs: int = 20) -> int:
