@@ -184,6 +184,21 @@ def test_a_shell_commands_request_is_raised_from_the_floor_it_was_enforced_at():
     assert run.memory[0] == 512 * MiB and run.failures[0] == 0
 
 
+@pytest.mark.parametrize("mode", ["sized", "declared"])
+def test_a_resumed_run_counts_sizing_misses_apart_from_its_own_failures(tmp_path, mode):
+    from orchestrator.runtime.recovery import Recovery
+    from orchestrator.store import Store
+
+    with Store.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        wf = Workflow(name="w", tasks=[{"id": "free", "retries": 1}, {"id": "fixed", "resources": {"memory": GiB}}])
+        run_id = store.create_workflow(wf, "fifo")
+        store.record_executions([ExecutionRecord(run_id, t, 1, "failed", exit_info="memory") for t in ("free", "fixed")])
+        st = _sized_state(sizer=_history() if mode == "sized" else None)
+        *_, failures = Recovery(store, st, None, None, None, None, flush=None, written=None).read_run(run_id)
+    # With sized requests, the memory failure of a task that declares no memory was a sizing miss.
+    assert failures == {"free": (0 if mode == "sized" else 1, 0), "fixed": (1, 0)}
+
+
 # ---- the runtime on Ray ------------------------------------------------------------------------------------------
 @pytest.fixture
 def orch(ray_cluster, tmp_path):
