@@ -265,9 +265,10 @@ class PredictionService:
 
     def forecast(self, points: list[dict]) -> dict[str, Any]:
         forecaster, series = self._series(points)
-        fc = forecaster.forecast_conformal(series)
+        fc = forecaster.forecast_best(series)
         frame = fc.to_frame()
-        return {"step_minutes": forecaster.cfg.step_minutes,
+        return {"step_minutes": forecaster.cfg.step_minutes, "method": fc.method, "backtest_mae": fc.backtest,
+                "note": fc.note or None,
                 "steps": [{"timestamp": ts.isoformat(), **{c: float(v) for c, v in row.items()}}
                           for ts, row in frame.iterrows()]}
 
@@ -276,9 +277,10 @@ class PredictionService:
         from orchestrator.prediction.node_types import load_node_types
 
         forecaster, series = self._series(points)
-        plan = plan_capacity(forecaster.forecast_conformal(series), load_node_types(None),
-                             self.cfg.capacity.model_copy(update=update))
+        fc = forecaster.forecast_best(series)
+        plan = plan_capacity(fc, load_node_types(None), self.cfg.capacity.model_copy(update=update))
         return {"node_type": plan.node_type.name, "objective": plan.objective, "cost": plan.cost,
+                "method": plan.forecast_method, "note": fc.note or None,
                 "steps": [{"start": s.start.isoformat(), "demand_cores": s.demand_cores,
                            "needed_cores": s.needed_cores, "nodes": s.nodes} for s in plan.steps],
                 "autoscaler_hint": plan.autoscaler_hint(), "alternatives": plan.alternatives}

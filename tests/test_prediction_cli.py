@@ -149,3 +149,17 @@ def test_predict_tasks_no_history_is_the_prior(runner, tmp_path):
 
     both = runner.invoke(app, ["predict", "tasks", str(workflow), "--no-history", "--history", str(tmp_path)])
     assert both.exit_code != 0 and "--no-history" in flat(both.output)
+
+
+def test_predict_capacity_says_which_forecast_it_follows(runner, tmp_path):
+    """`predict capacity` plans from online-best: it names the method that erred least over the series' last day
+    and writes it into the autoscaler hint."""
+    import yaml
+
+    series = resources.series_dir() / "ec2_cpu_utilization_53ea38.csv"
+    out = tmp_path / "hint.yaml"
+    result = runner.invoke(app, ["predict", "capacity", str(series), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "forecast: lstm (least mean absolute error over the last day" in text and "exp-smoothing" in text
+    assert yaml.safe_load(out.read_text())["forecast_method"] == "lstm"

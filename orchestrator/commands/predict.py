@@ -314,7 +314,8 @@ def register(app: typer.Typer) -> None:
         node_types: Path = typer.Option(None, help="Node types with prices (default configs/node_types.yaml)"),
         out: Path = typer.Option(None, help="Write the Ray autoscaler hint as YAML here"),
     ):
-        """Forecast the next hour and plan nodes per step; print the Ray autoscaler hint."""
+        """Forecast the next hour with whichever of the LSTM, exponential smoothing and the last hour's mean erred
+        least over the series' last day (online-best), plan nodes per step; print the Ray autoscaler hint."""
         from ..prediction.capacity import plan_capacity
         from ..prediction.config import load_config
         from ..prediction.forecaster import Forecaster
@@ -326,8 +327,16 @@ def register(app: typer.Typer) -> None:
         s = load_series(series, forecaster.cfg.step_minutes, forecaster.cfg.max_gap_steps)
         update = {k: v for k, v in (("target_utilisation", target_utilisation), ("p95_wait_seconds", p95_wait),
                                     ("cores_per_unit", cores_per_unit)) if v is not None}
-        plan = plan_capacity(forecaster.forecast_conformal(s), load_node_types(node_types), cfg.capacity.model_copy(update=update))
-        t = Table(title=f"Capacity plan: {plan.node_type.name}, {plan.objective}, cost ${plan.cost:.2f} over the hour")
+        forecast = forecaster.forecast_best(s)
+        if forecast.backtest:
+            errors = ", ".join(f"{m} {e:.4g}" for m, e in forecast.backtest.items())
+            console.print(f"forecast: {forecast.method} (least mean absolute error over the last day of forecasts "
+                          f"already observed: {errors}); p10/p90 from its own errors")
+        else:
+            console.print(f"[yellow]forecast: {forecast.method}[/]: {forecast.note}")
+        plan = plan_capacity(forecast, load_node_types(node_types), cfg.capacity.model_copy(update=update))
+        t = Table(title=f"Capacity plan: {plan.node_type.name}, {plan.objective}, cost ${plan.cost:.2f} over the hour, "
+                        f"forecast {plan.forecast_method}")
         for c in ("start", "demand cores", "needed cores", "nodes"):
             t.add_column(c, justify="right")
         for st in plan.steps:

@@ -57,13 +57,15 @@ class CapacityStep:
 
 @dataclass
 class CapacityPlan:
-    """Nodes of one type per step of the horizon, the cost of following it, and the objective it meets."""
+    """Nodes of one type per step of the horizon, the cost of following it, the objective it meets and the
+    forecast method it follows (`Forecast.method`: what `Forecaster.forecast_best` chose)."""
 
     node_type: NodeType
     steps: list[CapacityStep]
     objective: str
     step_minutes: int
     alternatives: dict[str, float] = field(default_factory=dict)  # node type -> cost over the horizon
+    forecast_method: str = "lstm"
 
     @property
     def cost(self) -> float:
@@ -93,6 +95,7 @@ class CapacityPlan:
             },
             "schedule": self.schedule(),
             "objective": self.objective,
+            "forecast_method": self.forecast_method,
         }
 
     def to_yaml(self) -> str:
@@ -123,7 +126,8 @@ def plan_capacity(forecast: Forecast, node_types: list[NodeType], cfg: CapacityC
     for t in node_types:
         counts = [max(1, math.ceil(c / t.cpus - 1e-9), math.ceil(m / t.memory_gib - 1e-9)) for c, m in zip(needed, mem_needed)]
         plan = CapacityPlan(t, [CapacityStep(ts, float(d), float(c), int(n))
-                                for ts, d, c, n in zip(forecast.index, demand, needed, counts)], objective, step_minutes)
+                                for ts, d, c, n in zip(forecast.index, demand, needed, counts)], objective, step_minutes,
+                            forecast_method=forecast.method)
         costs[t.name] = plan.cost
         if best is None or plan.cost < best.cost - 1e-12:
             best = plan

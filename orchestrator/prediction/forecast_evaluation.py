@@ -11,13 +11,15 @@ import pandas as pd
 
 from .config import ForecasterConfig
 from .forecaster import (
+    ONLINE_CANDIDATES,
     Forecaster,
     Normaliser,
     conformal_band,
     fit_forecaster,
-    min_history,
     fit_smoothing,
+    min_history,
     naive_forecast,
+    online_backtest,
     rolling_mean_forecast,
     seasonal_naive_forecast,
     smoothing_forecast,
@@ -25,6 +27,7 @@ from .forecaster import (
 )
 from .forecast_gbm import GbmDeltaForecaster
 from .metrics import accuracy, coverage, mase, naive_scale
+from .online_selection import Backtest
 
 
 def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: str, cfg: ForecasterConfig,
@@ -52,7 +55,8 @@ def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: st
         bands["lstm-conformal"] = conformal
     chosen = online_choice(forecaster, series, origins, norm, cfg, fit_smoothing(x[:n_train]))
     if chosen is not None:
-        preds["online-best"] = chosen
+        preds["online-best"] = chosen.point
+        bands["online-best"] = chosen.band
     if gbm is not None:
         g = gbm.forecast_at(x, time_of_day(series.index), origins, norm)
         preds["gbm-delta"] = g[:, :, int(np.argmin(np.abs(np.asarray(gbm.quantiles) - 0.5)))]
@@ -69,31 +73,12 @@ def score_series(forecaster: Forecaster, series: pd.Series, name: str, label: st
 
 
 def online_choice(forecaster: Forecaster, series: pd.Series, origins: np.ndarray, norm: Normaliser,
-                  cfg: ForecasterConfig, alpha: float, window: int | None = None) -> np.ndarray | None:
-    """(B, H): at each origin, the forecast of whichever of the LSTM, exponential smoothing and the mean of the
-    last hour had the lowest mean absolute error over the last `window` origins (a day) whose horizon was
-    observed before it: a per-series choice made online, from the series' past only."""
-    x = series.to_numpy(dtype=np.float64)
-    horizon, window = cfg.horizon, window or cfg.season
-    first = min_history(cfg)
-    if origins.size == 0 or origins.min() - horizon - first < 24:
-        return None
-    allo = np.arange(first, int(origins.max()) + 1)
-    mid = int(np.argmin(np.abs(np.asarray(cfg.quantiles) - 0.5)))
-    hour = max(1, round(60 / cfg.step_minutes))
-    cands = [np.stack([f.values[:, mid] for f in forecaster.forecast_at(series, allo, norm)]),
-             smoothing_forecast(x, allo, horizon, alpha), rolling_mean_forecast(x, allo, horizon, hour)]
-    done = allo[allo + horizon <= len(x)]
-    truth = x[done[:, None] + np.arange(horizon)[None, :]]
-    errs = np.stack([np.abs(truth - c[: done.size]).mean(axis=1) for c in cands])  # (M, D)
-    csum = np.concatenate([np.zeros((len(cands), 1)), np.cumsum(errs, axis=1)], axis=1)
-    out = np.empty((origins.size, horizon))
-    for b, o in enumerate(origins):
-        hi = int(o) - horizon - first + 1  # origins allo[:hi] have their horizon observed before o
-        lo = max(0, hi - window)
-        pick = int(np.argmin(csum[:, hi] - csum[:, lo]))
-        out[b] = cands[pick][int(o) - first]
-    return out
+                  cfg: ForecasterConfig, alpha: float, window: int | None = None) -> Backtest | None:
+    """At each origin, the forecast of whichever of the LSTM, exponential smoothing and the mean of the last hour
+    had the lowest mean absolute error over the last `window` origins (a day) whose horizon was observed before
+    it, with a band from that method's own errors: a per-series choice made online, from the series' past only
+    (what `Forecaster.forecast_best` ships, here at every origin)."""
+    return online_backtest(forecaster, series, origins, norm, cfg, ONLINE_CANDIDATES, alpha, window)
 
 
 def fit_gbm(series: Sequence[pd.Series], cfg: ForecasterConfig, train_fraction: float) -> GbmDeltaForecaster:

@@ -3,11 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import copy
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,10 @@ from ..errors import PredictionError
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import ForecasterConfig
 from .forecast_model import DemandLSTM
+from .online_selection import MIN_BACKTEST_ORIGINS, Backtest, backtest_online, backtest_start, band_around
 from .task_model import pinball_loss
+
+ONLINE_CANDIDATES = ("lstm", "exp-smoothing", "rolling-mean-1h")  # what `forecast_best` chooses among
 
 
 @dataclass(frozen=True)
@@ -162,11 +163,17 @@ def training_sets(series: Sequence[pd.Series], cfg: ForecasterConfig) -> tuple[S
 
 @dataclass(frozen=True)
 class Forecast:
-    """Quantiles of usage for each future step: `values[h, i]` is the `levels[i]` quantile at `index[h]`."""
+    """Quantiles of usage for each future step: `values[h, i]` is the `levels[i]` quantile at `index[h]`.
+    `method` names what made the median (see `Forecaster.forecast_best`), `backtest` each candidate's mean
+    absolute error over the last day of forecasts already observed (empty when there was no choice), `note` why
+    a fallback was used."""
 
     index: pd.DatetimeIndex
     levels: tuple[float, ...]
     values: np.ndarray  # (H, Q)
+    method: str = "lstm"
+    backtest: dict[str, float] = field(default_factory=dict, compare=False, hash=False)
+    note: str = ""
 
     def quantile(self, level: float) -> np.ndarray:
         """(H,) the forecast at `level`, interpolated between the predicted quantiles."""
@@ -191,15 +198,38 @@ class Forecaster:
         """`forecast`, its lowest and highest quantiles replaced by the median plus the 10th and 90th percentiles
         of the model's own errors on this series' last day (`conformal_band`): calibrated on series the model
         never saw, where its own band is too narrow. The plain forecast when the series is too short for it."""
-        fc = self.forecast(series)
-        band = conformal_band(self, series, np.array([len(series)]), Normaliser.fit(series.to_numpy(np.float64)),
-                              self.cfg)
-        if band is None:
-            return fc
-        values = fc.values.copy()
-        values[:, 0] = np.minimum(band[0, :, 0], values[:, 1])
-        values[:, -1] = np.maximum(band[0, :, 1], values[:, 1])
-        return Forecast(fc.index, fc.levels, values)
+        return self._forecast_online(series, ("lstm",))
+
+    def forecast_best(self, series: pd.Series) -> Forecast:
+        """Online-best: backtest the LSTM, simple exponential smoothing (alpha fitted on the series) and the mean
+        of the last hour over the series' last day of forecasts already observed (origins whose whole hour was
+        seen), and return the forecast of the one with the least mean absolute error, with a p10/p90 band from
+        THAT method's own errors over the same forecasts (as `forecast_conformal` does for the LSTM). Reads only
+        the series given. `method` says which won and `backtest` the errors; a series with fewer than
+        `MIN_BACKTEST_ORIGINS` observed past forecasts gets the LSTM's own quantiles and a `note` saying so."""
+        return self._forecast_online(series, ONLINE_CANDIDATES)
+
+    def _forecast_online(self, series: pd.Series, methods: Sequence[str]) -> Forecast:
+        cfg = self.cfg
+        fc = self.forecast(series)  # raises a clear error when the series is too short for any forecast
+        x = series.to_numpy(dtype=np.float64)
+        # The normaliser `forecast` uses (every point given); smoothing's alpha is fitted on the whole series too.
+        bt = online_backtest(self, series, np.array([len(x)]), Normaliser.fit(x), cfg, methods)
+        if bt is None:
+            need = min_history(cfg) + cfg.horizon + MIN_BACKTEST_ORIGINS - 1
+            return replace(fc, note=(
+                f"series too short to backtest: {len(x)} points, {need} ({need * cfg.step_minutes / 60:.1f} h) "
+                f"needed for {MIN_BACKTEST_ORIGINS} observed past forecasts; the LSTM's own quantiles, no choice"))
+        backtest = {m: float(e) for m, e in zip(bt.methods, bt.errors[0])}
+        if bt.method() == "lstm":  # its own quantiles in between, the ends from its errors
+            mid = _median_index(cfg)
+            band = band_around(fc.values[:, mid], bt.offsets[0])
+            values = fc.values.copy()
+            values[:, 0], values[:, -1] = band[:, 0], band[:, 1]
+            return replace(fc, values=values, backtest=backtest)
+        band = band_around(bt.point[0], bt.offsets[0])
+        return Forecast(fc.index, (0.1, 0.5, 0.9), np.column_stack([band[:, 0], bt.point[0], band[:, 1]]),
+                        bt.method(), backtest)
 
     def forecast_at(self, series: pd.Series, origins: Sequence[int], normaliser: Normaliser | None = None) -> list[Forecast]:
         """Forecasts made at several origins of one series (each sees only the points before it)."""
@@ -248,31 +278,50 @@ def fit_forecaster(series: Sequence[pd.Series], cfg: ForecasterConfig,
                                     "validation_loss": losses, "best_validation_loss": min(losses)}
 
 
+def _median_index(cfg: ForecasterConfig) -> int:
+    return int(np.argmin(np.abs(np.asarray(cfg.quantiles) - 0.5)))
+
+
+def online_candidates(forecaster: "Forecaster", series: pd.Series, origins: np.ndarray, norm: Normaliser,
+                      methods: Sequence[str] = ONLINE_CANDIDATES, alpha: float | None = None) -> dict[str, np.ndarray]:
+    """method -> (B, H) point forecasts made at `origins`: the LSTM's median (`norm` normalises), simple exponential
+    smoothing (`alpha`, default fitted on the whole series) and the mean of the last hour."""
+    cfg = forecaster.cfg
+    x = series.to_numpy(dtype=np.float64)
+    out: dict[str, np.ndarray] = {}
+    for m in methods:
+        if m == "lstm":
+            out[m] = np.stack([f.values[:, _median_index(cfg)] for f in forecaster.forecast_at(series, origins, norm)])
+        elif m == "exp-smoothing":
+            out[m] = smoothing_forecast(x, origins, cfg.horizon, fit_smoothing(x) if alpha is None else alpha)
+        elif m == "rolling-mean-1h":
+            out[m] = rolling_mean_forecast(x, origins, cfg.horizon, max(1, round(60 / cfg.step_minutes)))
+        else:
+            raise PredictionError(f"Unknown forecast method '{m}'; choose from {', '.join(ONLINE_CANDIDATES)}")
+    return out
+
+
+def online_backtest(forecaster: "Forecaster", series: pd.Series, origins: np.ndarray, norm: Normaliser,
+                    cfg: ForecasterConfig, methods: Sequence[str] = ONLINE_CANDIDATES, alpha: float | None = None,
+                    window: int | None = None) -> Backtest | None:
+    """`backtest_online` of `online_candidates` for forecasts made at `origins` (each reads the series before it
+    only); None when the earliest origin has too short a past."""
+    origins = np.asarray(origins, dtype=np.int64)
+    window = window or cfg.season
+    start = backtest_start(origins, min_history(cfg), cfg.horizon, window)
+    if start is None:
+        return None
+    cands = online_candidates(forecaster, series, np.arange(start, int(origins.max()) + 1), norm, methods, alpha)
+    return backtest_online(series.to_numpy(dtype=np.float64), origins, cands, min_history(cfg), cfg.horizon, window)
+
+
 def conformal_band(forecaster: "Forecaster", series: pd.Series, origins: np.ndarray, norm: Normaliser,
                    cfg: ForecasterConfig, window: int | None = None) -> np.ndarray | None:
     """(B, H, 2) p10/p90 for forecasts made at `origins`: the LSTM's median plus the 10th and 90th percentiles of
     its own errors, per horizon step, over the forecasts of the last `window` origins (a day) whose whole
     horizon was observed before the origin (online conformal: only the series' past is used)."""
-    x = series.to_numpy(dtype=np.float64)
-    horizon = cfg.horizon
-    window = window or cfg.season
-    first = min_history(cfg)
-    if origins.size == 0 or origins.min() - horizon - first < 24:
-        return None
-    past = np.arange(first, int(origins.max()) - horizon + 1)
-    fc = forecaster.forecast_at(series, past, norm)
-    mid = int(np.argmin(np.abs(np.asarray(cfg.quantiles) - 0.5)))
-    med = np.stack([f.values[:, mid] for f in fc])  # (P, H)
-    resid = x[past[:, None] + np.arange(horizon)[None, :]] - med
-    mine = forecaster.forecast_at(series, origins, norm)
-    out = np.empty((origins.size, horizon, 2))
-    for b, (o, f) in enumerate(zip(origins, mine)):
-        hi_idx = int(o) - horizon - first  # the last past origin whose horizon ended before o
-        r = resid[max(0, hi_idx - window + 1):hi_idx + 1]
-        lo, hi = np.quantile(r, [0.1, 0.9], axis=0)
-        out[b, :, 0] = f.values[:, mid] + lo
-        out[b, :, 1] = f.values[:, mid] + hi
-    return np.maximum(out, 0.0)
+    bt = online_backtest(forecaster, series, origins, norm, cfg, ("lstm",), window=window)
+    return None if bt is None else np.maximum(bt.point[:, :, None] + bt.offsets, 0.0)
 
 
 def naive_forecast(x: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -303,11 +352,12 @@ def fit_smoothing(train: np.ndarray, grid: Sequence[float] = (0.02, 0.05, 0.1, 0
 
 def smoothing_forecast(x: np.ndarray, origins: np.ndarray, horizon: int, alpha: float) -> np.ndarray:
     """(B, H): simple exponential smoothing's level at each origin (from the start of the series), repeated."""
-    levels = np.empty(len(x))
+    levels = np.empty(len(x) + 1)
     level = x[0]
     for i, v in enumerate(x):
         levels[i] = level  # the level before seeing x[i]: the forecast made at origin i
         level += alpha * (v - level)
+    levels[len(x)] = level  # origin len(x): the next, unseen step
     return np.repeat(levels[origins][:, None], horizon, axis=1)
 
 
