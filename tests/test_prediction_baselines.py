@@ -27,20 +27,33 @@ def test_median_of_the_last_32_ignores_an_outlier_and_follows_a_change():
     assert "category-median-32" in BASELINES
 
 
-def test_the_conformal_band_covers_the_methods_own_errors():
-    """A category whose runtimes drift: the plain band (the spread of the last 32) is narrow and misses; the
-    conformal band (ratios of each execution to the median before it) covers the next execution more often."""
-    from orchestrator.prediction.baselines import CategoryMedianConformal
+def test_conformal_bands_cover_new_errors_and_follow_each_categorys_spread():
+    """Bands fitted on one sample of a method's errors cover about 80% of a fresh sample; a category whose
+    history agrees gets a narrower band than a noisy one (errors are scaled by the history's spread)."""
+    from orchestrator.prediction.calibration import ConformalBands, contexts
 
     rng = np.random.default_rng(3)
-    runtimes = 10.0 * np.exp(np.cumsum(rng.normal(0, 0.15, 400)))  # a random walk of the log runtime
-    q = Query(float(np.log1p(1e6)))
-    hit_plain = hit_conformal = 0
-    for t in range(100, 400):
-        h = _history(runtimes[:t])
-        plain = CategoryMedian().predict(h, q)[0]
-        conf = CategoryMedianConformal().predict(h, q)[0]
-        assert conf[1] == pytest.approx(plain[1])  # the same median
-        hit_plain += plain[0] <= runtimes[t] <= plain[2]
-        hit_conformal += conf[0] <= runtimes[t] <= conf[2]
-    assert hit_conformal / 300 >= 0.7 and hit_conformal > hit_plain
+
+    def sample(n):
+        hs, truth, preds = [], [], []
+        for i in range(n):
+            sigma = 0.05 if i % 2 else 0.6  # a tight and a noisy category
+            runs = 20.0 * np.exp(rng.normal(0, sigma, 12))
+            hs.append(_history(runs))
+            truth.append([20.0 * np.exp(rng.normal(0, sigma)), np.nan, np.nan])
+            preds.append(np.tile(np.array([[np.nan, float(np.median(runs)), np.nan]]), (3, 1)))
+        return hs, np.array(truth), np.array(preds)
+
+    hs, truth, preds = sample(2000)
+    spreads, groups = contexts(hs)
+    bands = ConformalBands.fit(preds, truth, spreads, groups, (0.1, 0.5, 0.9))
+    assert set(bands.table) == {"0"}  # cpu and memory unknown: no band for them
+    hs2, truth2, preds2 = sample(2000)
+    s2, g2 = contexts(hs2)
+    out = bands.apply(preds2, s2, g2)
+    inside = (truth2[:, 0] >= out[:, 0, 0]) & (truth2[:, 0] <= out[:, 0, 2])
+    assert 0.76 <= inside.mean() <= 0.84, inside.mean()
+    width = (out[:, 0, 2] - out[:, 0, 0]) / out[:, 0, 1]
+    assert np.median(width[1::2]) < 0.5 * np.median(width[0::2])
+    assert (out[:, 0, 0] <= out[:, 0, 1]).all() and (out[:, 0, 1] <= out[:, 0, 2]).all()
+    assert ConformalBands.from_dict(bands.to_dict()) == bands

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from orchestrator.loaders import load_workflow
+from orchestrator.errors import PredictionError
 from orchestrator.prediction import Execution, History, Predictor, TaskFeatures
 from orchestrator.prediction.baselines import Prior
 from orchestrator.prediction.config import load_config
@@ -114,17 +115,35 @@ def evaluation(table, cfg):
 def test_every_method_scored_on_the_same_tasks(evaluation):
     ev = evaluation
     main = [r for r in ev.rows if r["eval"] == "time-split@20%" and r["family"] == "ALL"]
-    assert {r["method"] for r in main} == {"lstm", "category-mean", "category-median-32", "median-32-conformal",
-                                           "last-value", "log-linear",
-                                           "prior"}
+    assert {r["method"] for r in main} == {"lstm", "lightgbm", "category-mean", "category-median-32",
+                                           "last-value", "log-linear", "prior", "selected"}
     assert len({r["tasks"] for r in main}) == 1 and main[0]["tasks"] > 100
     assert len({r["memory_n"] for r in main}) == 1 and main[0]["memory_n"] > 0  # montage only, same rows
-    for target, method in ev.selection.items():
-        best = max((r for r in main if r["method"] != "prior"), key=lambda r: r[f"{target}_accuracy"])
-        assert best["method"] == method
+    # the selection was made on the calibration runs, which are training runs, never the scored ones
+    info = ev.info["time-split"]
+    assert info["selection"] == ev.selection and not set(info["calibration_runs"]) & set(info["test_runs"])
+    # 'selected' is, per family and target, exactly the chosen method's prediction
+    fam_rows = [r for r in ev.rows if r["eval"] == "time-split@20%" and r["family"] != "ALL"]
+    for fam in {r["family"] for r in fam_rows}:
+        by_method = {r["method"]: r for r in fam_rows if r["family"] == fam}
+        for target, method in {**ev.selection, **ev.family_selection.get(fam, {})}.items():
+            a, b = by_method["selected"][f"{target}_accuracy"], by_method[method][f"{target}_accuracy"]
+            assert a == pytest.approx(b, nan_ok=True), (fam, target, method)
     # the online curve reuses one query set, so its accuracy is comparable across history fractions
     online = [r for r in ev.rows if r["eval"].startswith("online") and r["method"] == "lstm"]
     assert len(online) == 2 and online[0]["tasks"] == online[1]["tasks"]
+
+
+def test_calibrated_bands_cover_closer_to_nominal(evaluation):
+    """Every method's p10-p90, recalibrated on the calibration runs, covers the held-out runtimes nearer to 80%
+    than the methods' own bands do on average."""
+    main = [r for r in evaluation.rows if r["eval"] == "time-split@20%" and r["family"] == "ALL"
+            and r["method"] not in ("prior", "selected")]
+    calibrated = np.array([r["runtime_coverage"] for r in main])
+    raw = np.array([r["runtime_coverage_raw"] for r in main])
+    assert np.abs(calibrated - 0.8).mean() < np.abs(raw - 0.8).mean(), (calibrated, raw)
+    assert 0.7 <= np.median(calibrated) <= 0.92, calibrated  # a tiny calibration set: about, not exactly
+    assert all(np.isfinite(r["runtime_width"]) and r["runtime_width"] > 0 for r in main)
 
 
 def test_leave_one_family_out_never_trains_on_the_family(table, evaluation):
@@ -140,12 +159,46 @@ def test_leave_one_family_out_never_trains_on_the_family(table, evaluation):
 def test_facade_follows_the_written_selection(tmp_path, trained):
     lstm, _, _ = trained
     lstm.save(tmp_path, {"kind": "task-predictor"})
-    write_selection(tmp_path, {"runtime": "log-linear", "cpu": "lstm", "memory": "category-mean"}, {})
+    write_selection(tmp_path, {"runtime": "log-linear", "cpu": "lstm", "memory": "category-mean"}, {},
+                    families={"montage": {"runtime": "category-median-32"}})
     predictor = Predictor.load(models_dir=tmp_path)
     history = [Execution("mProject", 10.0 + i, 0.9, 2e7, 1e6 * (i + 1), 2e6 * (i + 1)) for i in range(5)]
     pred = predictor.predict(TaskFeatures("mProject", 3e6, 6e6), history)
     assert pred.methods == {"runtime": "log-linear", "cpu": "lstm", "memory": "category-mean"}
     assert pred.memory.median == pytest.approx(2e7)
+    montage = predictor.predict(TaskFeatures("mProject", 3e6, 6e6, "montage"), history)
+    assert montage.methods["runtime"] == "category-median-32" and montage.runtime.median == pytest.approx(12.0)
+    # a selection naming the gradient-boosted model needs a checkpoint that holds one
+    write_selection(tmp_path, {"runtime": "lightgbm"}, {})
+    with pytest.raises(PredictionError, match="gradient-boosted"):
+        Predictor.load(models_dir=tmp_path)
+
+
+def test_gradient_boosted_model_round_trips_and_ignores_output_sizes(tmp_path, table, trained, cfg):
+    """The LightGBM model saved beside the LSTM loads to the same predictions, applies its calibrated band
+    through the facade, and reads no query output size."""
+    from orchestrator.prediction.calibration import ConformalBands
+    from orchestrator.prediction.task_gbm import TaskGBM
+
+    lstm, train_runs, _ = trained
+    gbm = TaskGBM.fit(table, train_runs, cfg.task_model, lstm.prior, num_boost_round=20)
+    lstm.save(tmp_path, {"kind": "task-predictor"}, gbm=gbm)
+    bands = ConformalBands(0.1, 0.9, {"0": {"*": (-1.0, 2.0)}})
+    write_selection(tmp_path, {"runtime": "lightgbm", "cpu": "lightgbm", "memory": "lightgbm"}, {},
+                    bands={"lightgbm": bands})
+    predictor = Predictor.load(models_dir=tmp_path)
+    history = [Execution("mProject", 10.0 + 3 * i, 0.8, 2e7, 1e6 * (i + 1), 2e6 * (i + 1)) for i in range(8)]
+    arrays = HistoryArrays.from_executions(history)
+    preds = [predictor.predict(TaskFeatures("mProject", 3e6, out, "montage"), history) for out in (1e3, 5e9, None)]
+    assert preds[0] == preds[1] == preds[2]
+    assert preds[0].methods == {"runtime": "lightgbm", "cpu": "lightgbm", "memory": "lightgbm"}
+    direct = gbm.predict(arrays, Query(float(np.log1p(3e6)), "montage"))
+    rt = preds[0].runtime
+    assert rt.median == pytest.approx(direct[0, 1])
+    spread = np.sqrt(np.log([10.0 + 3 * i for i in range(8)]).var() + 0.1**2)
+    assert rt.low == pytest.approx(rt.median * np.exp(-1.0 * spread))
+    assert rt.high == pytest.approx(rt.median * np.exp(2.0 * spread))
+    assert preds[0].cpu.values == pytest.approx(tuple(direct[1]))  # no band fitted for cpu: the model's own
 
 
 def test_prediction_latency(trained):

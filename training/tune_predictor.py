@@ -1,5 +1,6 @@
 """Tune and train the per-task LSTM with Ray Tune (ASHA early stopping over the search space in
-configs/prediction.yaml), then save the best trial as the next version under models/predictor/.
+configs/prediction.yaml), fit the gradient-boosted task model on the same runs, and save both as the next
+version under models/predictor/.
 
 Run: `orchestrator train predictor [--samples N --epochs N --address ray://...]`, or this file directly.
 """
@@ -19,6 +20,7 @@ from orchestrator.prediction.baselines import Prior
 from orchestrator.prediction.config import load_config
 from orchestrator.prediction.features import build_table
 from orchestrator.prediction.predictor import LSTMTaskPredictor
+from orchestrator.prediction.task_gbm import TaskGBM
 from orchestrator.prediction.task_model import TaskHistoryLSTM
 from orchestrator.prediction.task_training import (
     encode_episodes,
@@ -83,8 +85,11 @@ def main(args: Args) -> Path:
     model.load_state_dict(state["model"])
     memory_trained = bool(np.isfinite(train_set.targets[:, 2]).any())
     predictor = LSTMTaskPredictor(model, best_cfg, prior, memory_trained)
+    # The gradient-boosted model beside it, on the same runs (it leaves the same latest runs out to validate).
+    gbm = TaskGBM.fit(table, range(len(table.runs)), best_cfg, prior)
+    print(f"gradient-boosted task model: {gbm.info}")
     directory = args.models_dir or cfg.models_path("predictor")
-    path = predictor.save(directory, {
+    path = predictor.save(directory, gbm=gbm, metadata={
         "kind": "task-predictor",
         "best_validation_loss": min(t["best_loss"] for t in trials if t["best_loss"] is not None),
         "best_config": {k: getattr(best_cfg, k) for k in search_space(tc)},
@@ -93,6 +98,7 @@ def main(args: Args) -> Path:
                  "train_runs": len(train_runs), "validation_runs": len(val_runs),
                  "train_episodes": len(train_set), "validation_episodes": len(val_set) if val_set else 0},
         "tune": tc.model_dump(),
+        "gbm": gbm.info,
     })
     print(f"saved {path}")
     return path

@@ -81,29 +81,6 @@ class CategoryMedian(TaskBaseline):
         return _band(recent, float(np.median(recent)), self.quantiles, relative=True)[None, :]
 
 
-class CategoryMedianConformal(CategoryMedian):
-    """The median of the last 32 with a conformal band: each earlier execution of the category is compared with
-    what this method would have predicted for it (the median of the 32 before it), and the band is the median
-    scaled by the quantiles of those ratios. The band then covers what the method's own errors were on this
-    category, not only the spread of its runtimes."""
-
-    name = "median-32-conformal"
-    min_ratios = 5
-
-    def _one(self, values, history, ok, x, k):
-        centre = float(np.median(values[-self.window:]))
-        n = values.size
-        if n <= self.min_ratios or centre <= 0:
-            return _band(values[-self.window:], centre, self.quantiles, relative=True)[None, :]
-        eps = CPU_EPS if k == 1 else 1e-12
-        start = max(1, n - 4 * self.window)  # the latest ratios: the category's recent behaviour
-        preds = np.array([np.median(values[max(0, i - self.window):i]) for i in range(start, n)])
-        ratios = (values[start:] + eps) / (np.maximum(preds, 0.0) + eps)
-        band = centre * np.quantile(ratios, self.quantiles)
-        band[np.isclose(self.quantiles, 0.5)] = centre
-        return _monotone(band)[None, :]
-
-
 class LastValue(TaskBaseline):
     """The most recent execution of the category; the band is the history's spread around it."""
 
@@ -196,4 +173,4 @@ class Prior:
                    {k: np.asarray(v, dtype=np.float64) for k, v in d["table"].items()})
 
 
-BASELINES = {c.name: c for c in (CategoryMean, CategoryMedian, CategoryMedianConformal, LastValue, LogLinear)}
+BASELINES = {c.name: c for c in (CategoryMean, CategoryMedian, LastValue, LogLinear)}

@@ -16,10 +16,12 @@ import torch
 from ..errors import PredictionError
 from ..model import TaskSpec
 from .baselines import BASELINES, CategoryMean, Prior, TaskBaseline
+from .calibration import ConformalBands, history_context
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TaskModelConfig, load_config
 from .features import TARGETS, Execution, History, TaskFeatures
 from .history_arrays import HistoryArrays, Query
+from .task_gbm import GBM, TaskGBM
 from .task_model import FEATURE_VERSION, TaskHistoryLSTM, encode
 
 LSTM = "lstm"
@@ -132,6 +134,13 @@ class LSTMTaskPredictor:
         return {"model": self.model.state_dict(), "config": self.cfg.model_dump(), "prior": self.prior.to_dict(),
                 "memory_trained": self.memory_trained, "feature_version": FEATURE_VERSION}
 
+    def save(self, directory: Path, metadata: dict[str, Any], gbm: TaskGBM | None = None) -> Path:
+        """A new version holding the LSTM and, when given, the gradient-boosted model beside it."""
+        state = self.state()
+        if gbm is not None:
+            state["gbm"] = gbm.state()
+        return save_checkpoint(directory, state, metadata)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "LSTMTaskPredictor":
         if state.get("feature_version") != FEATURE_VERSION:
@@ -142,9 +151,6 @@ class LSTMTaskPredictor:
         model = TaskHistoryLSTM(cfg.hidden_size, cfg.num_layers, cfg.dropout, len(cfg.quantiles))
         model.load_state_dict(state["model"])
         return cls(model, cfg, Prior.from_dict(state["prior"]), bool(state.get("memory_trained", True)))
-
-    def save(self, directory: Path, metadata: dict[str, Any]) -> Path:
-        return save_checkpoint(directory, self.state(), metadata)
 
     @classmethod
     def load(cls, directory: Path, version: str = "latest") -> tuple["LSTMTaskPredictor", dict[str, Any]]:
@@ -165,25 +171,45 @@ def _as_history(history: History | Sequence[Execution] | None, category: str) ->
 
 
 class Predictor:
-    """Predict a task's runtime, cpu and memory with, per target, the method named in `selection` (set from the
-    last evaluation: the LSTM where it won, a baseline where it did not). Empty history -> the prior."""
+    """Predict a task's runtime, cpu and memory with, per target and family, the method named in `selection`
+    (set from the last evaluation: the LSTM, the gradient-boosted model or a baseline, whichever won on the
+    calibration runs), its p10/p90 replaced by the conformal band in `bands` where one was fitted.
+    Empty history -> the prior."""
 
     def __init__(self, lstm: LSTMTaskPredictor | None, selection: dict[str, str] | None = None,
                  quantiles: tuple[float, ...] = (0.1, 0.5, 0.9), prior: Prior | None = None,
-                 version: str | None = None):
+                 version: str | None = None, gbm: TaskGBM | None = None,
+                 family_selection: dict[str, dict[str, str]] | None = None,
+                 bands: dict[str, ConformalBands] | None = None):
         self.lstm = lstm
+        self.gbm = gbm
         self.quantiles = tuple(lstm.cfg.quantiles) if lstm else tuple(quantiles)
         self.prior = lstm.prior if lstm else prior
         default = LSTM if lstm else "category-mean"
         self.selection = {t: (selection or {}).get(t, default) for t in TARGETS}
-        for target, method in self.selection.items():
-            if method == LSTM and lstm is None:
-                raise PredictionError(f"Selection uses the LSTM for {target} but no LSTM checkpoint was loaded")
-            if method != LSTM and method not in BASELINES:
-                raise PredictionError(f"Unknown prediction method '{method}' for {target}; "
-                                      f"use one of {[LSTM, *BASELINES]}")
+        self.family_selection = {f: dict(c) for f, c in (family_selection or {}).items()}
+        for choice in (self.selection, *self.family_selection.values()):
+            for target, method in choice.items():
+                if target not in TARGETS:
+                    raise PredictionError(f"Unknown target '{target}' in the selection; targets are {list(TARGETS)}")
+                self._check(target, method)
+        self.bands = dict(bands or {})
         self._baselines: dict[str, TaskBaseline] = {n: c(self.quantiles) for n, c in BASELINES.items()}
         self.version = version
+
+    def _check(self, target: str, method: str) -> None:
+        if method == LSTM and self.lstm is None:
+            raise PredictionError(f"Selection uses the LSTM for {target} but no LSTM checkpoint was loaded")
+        if method == GBM and self.gbm is None:
+            raise PredictionError(f"Selection uses the gradient-boosted model for {target} but the checkpoint has "
+                                  "none; retrain with `orchestrator train predictor`")
+        if method not in (LSTM, GBM) and method not in BASELINES:
+            raise PredictionError(f"Unknown prediction method '{method}' for {target}; "
+                                  f"use one of {[LSTM, GBM, *BASELINES]}")
+
+    def choice(self, family: str | None) -> dict[str, str]:
+        """The method per target for a task of `family` (the overall choice for an unknown family)."""
+        return {**self.selection, **self.family_selection.get(family or "", {})}
 
     def predict(self, task: TaskFeatures | TaskSpec, history: History | Sequence[Execution] | None = None,
                 family: str | None = None) -> Prediction:
@@ -207,35 +233,52 @@ class Predictor:
         cache: dict[str, np.ndarray] = {}
         out = np.full((3, len(self.quantiles)), np.nan)
         methods = {}
-        for k, target in enumerate(TARGETS):
-            method = self.selection[target]
+        context = None
+        for k, (target, method) in enumerate(self.choice(query.family).items()):
             if method not in cache:
-                cache[method] = (self.lstm.predict(history, query) if method == LSTM
-                                 else self._baselines[method].predict(history, query))
+                if method == LSTM:
+                    p = self.lstm.predict(history, query)
+                elif method == GBM:
+                    p = self.gbm.predict(history, query)
+                else:
+                    p = self._baselines[method].predict(history, query)
+                if method in self.bands:
+                    context = context or history_context(history)
+                    p = self.bands[method].apply(p[None], context[0][None], [context[1]])[0]
+                cache[method] = p
             out[k] = cache[method][k]
             methods[target] = method
         return out, methods
 
     @classmethod
     def load(cls, version: str = "latest", models_dir: str | Path | None = None) -> "Predictor":
-        """The LSTM checkpoint `version` plus the selection written by the last `orchestrator eval predictor`
-        (`selection.json` beside the versions); without one, the LSTM for every target."""
+        """The checkpoint `version` (LSTM, and the gradient-boosted model where it holds one) plus the selection
+        and bands written by the last `orchestrator eval predictor --write-selection` (`selection.json` beside
+        the versions); without one, the LSTM for every target."""
         directory = Path(models_dir) if models_dir else load_config().models_path("predictor")
-        lstm, metadata = LSTMTaskPredictor.load(directory, version)
-        selection = None
+        state, metadata, _ = load_checkpoint(directory, version)
+        lstm = LSTMTaskPredictor.from_state(state)
+        gbm = TaskGBM.from_state(state["gbm"]) if state.get("gbm") else None
+        saved: dict[str, Any] = {}
         sel_path = directory / "selection.json"
         if sel_path.exists():
             try:
-                selection = json.loads(sel_path.read_text()).get("selection")
+                saved = json.loads(sel_path.read_text())
             except json.JSONDecodeError as exc:
                 raise PredictionError(f"Cannot parse '{sel_path}': {exc}; re-run orchestrator eval predictor") from None
-        return cls(lstm, selection, version=metadata.get("version"))
+        bands = {m: ConformalBands.from_dict(d) for m, d in (saved.get("bands") or {}).items()}
+        return cls(lstm, saved.get("selection"), version=metadata.get("version"), gbm=gbm,
+                   family_selection=saved.get("families"), bands=bands)
 
 
-def write_selection(directory: Path, selection: dict[str, str], evidence: dict[str, Any]) -> Path:
-    """Record which method each target should use (called by the evaluation)."""
+def write_selection(directory: Path, selection: dict[str, str], evidence: dict[str, Any],
+                    families: dict[str, dict[str, str]] | None = None,
+                    bands: dict[str, ConformalBands] | None = None) -> Path:
+    """Record which method each target (and family) should use and each method's calibrated band (called by
+    the evaluation)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "selection.json"
-    path.write_text(json.dumps({"selection": selection, "evidence": evidence,
+    path.write_text(json.dumps({"selection": selection, "families": families or {},
+                                "bands": {m: b.to_dict() for m, b in (bands or {}).items()}, "evidence": evidence,
                                 "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2))
     return path

@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .baselines import BASELINES, Prior
+from .calibration import ConformalBands, contexts
 from .config import PredictionConfig
 from .features import TARGETS, ExecutionTable, Execution, TaskFeatures
 from .history_arrays import HistoryArrays, Query
 from .metrics import accuracy, coverage, pinball
 from .predictor import LSTM, LSTMTaskPredictor, Predictor
-from .task_training import Episode, category_groups, fit_task_model
+from .task_gbm import GBM, TaskGBM
+from .task_training import Episode, category_groups, fit_task_model, split_validation_runs
 
 
 def time_split(table: ExecutionTable, test_fraction: float) -> tuple[list[int], list[int]]:
@@ -84,14 +86,25 @@ def with_prior(baseline, prior: Prior) -> Method:
     return run
 
 
-def method_table(lstm: LSTMTaskPredictor, prior: Prior, quantiles: tuple[float, ...]) -> dict[str, Method]:
+def method_table(lstm: LSTMTaskPredictor, prior: Prior, quantiles: tuple[float, ...],
+                 gbm: TaskGBM | None = None) -> dict[str, Method]:
     """Every method as a batch function; all share the prior for empty histories."""
     methods: dict[str, Method] = {LSTM: lstm.predict_batch}
+    if gbm is not None:
+        methods[GBM] = gbm.predict_batch
     for name, cls in BASELINES.items():
         methods[name] = with_prior(cls(quantiles), prior)
     empty = HistoryArrays.empty()
     methods["prior"] = lambda hs, qs: prior.predict_group(empty, list(qs))  # the fallback alone, no history
     return methods
+
+
+def calibrated(fn: Method, bands: ConformalBands) -> Method:
+    """The method with its p10/p90 replaced by the conformal band fitted on its calibration errors."""
+    def run(hs: list[HistoryArrays], qs: list[Query]) -> np.ndarray:
+        spreads, groups = contexts(hs)
+        return bands.apply(fn(hs, qs), spreads, groups)
+    return run
 
 
 @dataclass
@@ -102,38 +115,81 @@ class Scored:
         self.rows.append(row)
 
 
-def score_methods(table: ExecutionTable, episodes: list[Episode], methods: dict[str, Method],
-                  quantiles: tuple[float, ...], label: str, out: Scored, by_family: bool = True) -> dict[str, np.ndarray]:
-    """Accuracy (1 - WAPE of the median), p10-p90 coverage and pinball loss per method and target."""
-    if not episodes:
-        return {}
-    families = [table.families[table.family[e.query]] for e in episodes]
-    cache: dict[bytes, HistoryArrays] = {}
-    hs = [cache.setdefault(e.history.tobytes() + e.same_run.tobytes(),
-                           HistoryArrays.from_table(table, e.history, e.same_run)) for e in episodes]
-    qs = [Query.from_table(table, e.query, fam) for e, fam in zip(episodes, families)]
-    q_idx = np.array([e.query for e in episodes])
-    truth = np.stack([table.runtime[q_idx], table.cpu[q_idx], table.memory[q_idx]], axis=1)
+@dataclass
+class Batch:
+    """Episodes made ready for the methods: histories, queries, truth (n, 3), family names and contexts."""
+
+    histories: list[HistoryArrays]
+    queries: list[Query]
+    truth: np.ndarray
+    families: list[str]
+    spreads: np.ndarray
+    groups: list[str]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    @classmethod
+    def of(cls, table: ExecutionTable, episodes: list[Episode]) -> "Batch":
+        families = [table.families[table.family[e.query]] for e in episodes]
+        cache: dict[bytes, HistoryArrays] = {}
+        hs = [cache.setdefault(e.history.tobytes() + e.same_run.tobytes(),
+                               HistoryArrays.from_table(table, e.history, e.same_run)) for e in episodes]
+        qs = [Query.from_table(table, e.query, fam) for e, fam in zip(episodes, families)]
+        q_idx = np.array([e.query for e in episodes], dtype=np.int64)
+        truth = (np.stack([table.runtime[q_idx], table.cpu[q_idx], table.memory[q_idx]], axis=1)
+                 if episodes else np.zeros((0, 3)))
+        spreads, groups = contexts(hs)
+        return cls(hs, qs, truth, families, spreads, groups)
+
+
+def _relative_width(p: np.ndarray, mid: int) -> float:
+    """Median over tasks of (p90 - p10) / p50."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = (p[:, -1] - p[:, 0]) / p[:, mid]
+    w = w[np.isfinite(w)]
+    return float(np.median(w)) if w.size else float("nan")
+
+
+def score_predictions(batch: Batch, preds: dict[str, np.ndarray], quantiles: tuple[float, ...], label: str,
+                      out: Scored, by_family: bool = True, raw: dict[str, np.ndarray] | None = None) -> None:
+    """Accuracy (1 - WAPE of the median), p10-p90 coverage, the band's median relative width and pinball loss
+    per method and target; with `raw`, also the coverage of the method's own band before calibration."""
+    if not len(batch):
+        return
     qarr = np.asarray(quantiles)
     mid = int(np.argmin(np.abs(qarr - 0.5)))
-    preds = {name: fn(hs, qs) for name, fn in methods.items()}
-    groups = {"ALL": np.ones(len(episodes), bool)}
+    truth = batch.truth
+    groups = {"ALL": np.ones(len(batch), bool)}
     if by_family:
-        for fam in sorted(set(families)):
-            groups[fam] = np.array([f == fam for f in families])
+        for fam in sorted(set(batch.families)):
+            groups[fam] = np.array([f == fam for f in batch.families])
     for group, sel in groups.items():
         for name, p in preds.items():
             row = {"eval": label, "family": group, "method": name, "tasks": int(sel.sum())}
             for k, target in enumerate(TARGETS):
                 y = truth[sel, k]
                 known = np.isfinite(y)
-                row[f"{target}_accuracy"] = accuracy(y[known], p[sel, k, mid][known]) if known.any() else float("nan")
-                row[f"{target}_coverage"] = coverage(y, p[sel, k, 0], p[sel, k, -1]) if known.any() else float("nan")
+                nan = float("nan")
+                row[f"{target}_accuracy"] = accuracy(y[known], p[sel, k, mid][known]) if known.any() else nan
+                row[f"{target}_coverage"] = coverage(y, p[sel, k, 0], p[sel, k, -1]) if known.any() else nan
+                row[f"{target}_width"] = _relative_width(p[sel, k][known], mid) if known.any() else nan
+                if raw is not None and name in raw:
+                    r = raw[name]
+                    row[f"{target}_coverage_raw"] = coverage(y, r[sel, k, 0], r[sel, k, -1]) if known.any() else nan
                 scale = np.abs(y[known]).mean() if known.any() else 1.0
                 row[f"{target}_pinball"] = (pinball(y[known] / scale, p[sel, k][known] / scale, qarr)
-                                            if known.any() else float("nan"))
+                                            if known.any() else nan)
                 row[f"{target}_n"] = int(known.sum())
             out.add(**row)
+
+
+def score_methods(table: ExecutionTable, episodes: list[Episode], methods: dict[str, Method],
+                  quantiles: tuple[float, ...], label: str, out: Scored, by_family: bool = True) -> dict[str, np.ndarray]:
+    """`score_predictions` of every method on these episodes; returns the predictions."""
+    batch = Batch.of(table, episodes)
+    preds = {name: fn(batch.histories, batch.queries) for name, fn in methods.items()} if len(batch) else {}
+    score_predictions(batch, preds, quantiles, label, out, by_family)
     return preds
 
 
@@ -170,50 +226,170 @@ def measure_latency(predictor: Predictor, trials: int = 1000, history_size: int 
             "mean_ms": float(times.mean() * 1e3), "trials": trials, "history_size": history_size}
 
 
+SELECTED = "selected"
+MIN_FAMILY_TASKS = 100  # below this many calibration tasks a family uses the overall choice
+FAMILY_MARGIN = 0.02  # a family's own choice must beat the overall choice by this much 1-WAPE on calibration
+
+
 @dataclass
 class TaskEvaluation:
     rows: list[dict]
-    selection: dict[str, str]
+    selection: dict[str, str]  # per target, for families without their own choice (and unseen ones)
     latency: dict[str, float]
     models: dict[str, LSTMTaskPredictor]
     info: dict
+    family_selection: dict[str, dict[str, str]] = field(default_factory=dict)  # family -> target -> method
+    bands: dict[str, ConformalBands] = field(default_factory=dict)  # method -> its calibration (time split)
+    gbms: dict[str, TaskGBM] = field(default_factory=dict)
+    methods: dict[str, Method] = field(default_factory=dict)  # the time split's, calibrated
 
 
 def choose_selection(rows: list[dict], label: str) -> dict[str, str]:
     """Per target, the method with the best accuracy on the ALL row of evaluation `label` (prior excluded)."""
+    return _best(rows, label, "ALL")
+
+
+def _best(rows: list[dict], label: str, family: str, min_tasks: int = 0) -> dict[str, str]:
     best: dict[str, str] = {}
     for target in TARGETS:
-        cands = [r for r in rows if r["eval"] == label and r["family"] == "ALL" and r["method"] != "prior"
-                 and np.isfinite(r[f"{target}_accuracy"])]
+        cands = [r for r in rows if r["eval"] == label and r["family"] == family
+                 and r["method"] not in ("prior", SELECTED) and np.isfinite(r[f"{target}_accuracy"])
+                 and r[f"{target}_n"] >= min_tasks]
         if cands:
             best[target] = max(cands, key=lambda r: r[f"{target}_accuracy"])["method"]
     return best
 
 
+def select_per_family(rows: list[dict], label: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """The overall choice per target and, for each family with enough calibration tasks, its own choice where
+    it beats the overall one by at least `FAMILY_MARGIN` there (smaller differences on a few runs do not carry
+    over to the next runs)."""
+    default = _best(rows, label, "ALL")
+    acc = {(r["family"], r["method"]): r for r in rows if r["eval"] == label}
+    families: dict[str, dict[str, str]] = {}
+    for fam in sorted({r["family"] for r in rows if r["eval"] == label and r["family"] != "ALL"}):
+        own = {}
+        for t, m in _best(rows, label, fam, MIN_FAMILY_TASKS).items():
+            base = acc.get((fam, default.get(t)))
+            if m != default.get(t) and (base is None or not np.isfinite(base[f"{t}_accuracy"])
+                                        or acc[(fam, m)][f"{t}_accuracy"] >= base[f"{t}_accuracy"] + FAMILY_MARGIN):
+                own[t] = m
+        if own:
+            families[fam] = own
+    return default, families
+
+
+def selected_predictions(preds: dict[str, np.ndarray], families: Sequence[str], default: dict[str, str],
+                         per_family: dict[str, dict[str, str]]) -> np.ndarray:
+    """Each task's prediction per target from the method chosen for its family (else the overall choice)."""
+    first = next(iter(preds.values()))
+    out = np.full_like(first, np.nan)
+    for i, fam in enumerate(families):
+        choice = {**default, **per_family.get(fam, {})}
+        for k, target in enumerate(TARGETS):
+            method = choice.get(target)
+            if method in preds:
+                out[i, k] = preds[method][i, k]
+    return out
+
+
+def selected_method(methods: dict[str, Method], default: dict[str, str],
+                    per_family: dict[str, dict[str, str]]) -> Method:
+    def run(hs: list[HistoryArrays], qs: list[Query]) -> np.ndarray:
+        used = set(default.values()) | {m for c in per_family.values() for m in c.values()}
+        preds = {m: methods[m](hs, qs) for m in used if m in methods}
+        return selected_predictions(preds, [q.family or "" for q in qs], default, per_family)
+    return run
+
+
+@dataclass
+class Fold:
+    """One training set's models, their calibration and the choice made on the calibration episodes."""
+
+    lstm: LSTMTaskPredictor
+    gbm: TaskGBM
+    prior: Prior
+    raw: dict[str, Method]
+    methods: dict[str, Method]  # calibrated
+    bands: dict[str, ConformalBands]
+    default: dict[str, str]
+    per_family: dict[str, dict[str, str]]
+    info: dict
+
+
+def fit_fold(table: ExecutionTable, runs: Sequence[int], cfg: PredictionConfig, label: str) -> Fold:
+    """Train the LSTM and the gradient-boosted model on `runs` (both leave the latest runs of each family out
+    for validation), fit every method's conformal band on those validation runs (history with and without
+    earlier runs, cut as the evaluation cuts), and choose the method per target and family there."""
+    tm = cfg.task_model
+    frac = cfg.evaluation.history_fraction
+    prior = Prior.fit(table, table.select_runs(runs), tm.quantiles)
+    model, fit_info = fit_task_model(table, runs, tm)
+    lstm = LSTMTaskPredictor(model, tm, prior, memory_trained=fit_info["memory_examples"] > 0)
+    # The gradient-boosted model's errors are measured with a copy that did not see the validation runs; the
+    # one scored is then refitted on every run, its band the copy's (a little wider than its own would be).
+    gbm = TaskGBM.fit(table, runs, tm, prior, holdout=True)
+    raw = method_table(lstm, prior, tm.quantiles, gbm)
+    _, val_runs = split_validation_runs(table, runs, tm.validation_fraction)
+    episodes = (held_out_episodes(table, val_runs, frac, True, tm.max_history)
+                + held_out_episodes(table, val_runs, frac, False, tm.max_history))
+    batch = Batch.of(table, episodes)
+    bands: dict[str, ConformalBands] = {}
+    default: dict[str, str] = {}
+    per_family: dict[str, dict[str, str]] = {}
+    if len(batch):
+        preds = {name: fn(batch.histories, batch.queries) for name, fn in raw.items()}
+        bands = {name: ConformalBands.fit(p, batch.truth, batch.spreads, batch.groups, tm.quantiles)
+                 for name, p in preds.items()}
+        scored = Scored()
+        score_predictions(batch, preds, tm.quantiles, label, scored)
+        default, per_family = select_per_family(scored.rows, label)
+    gbm = TaskGBM.fit(table, runs, tm, prior)
+    raw[GBM] = gbm.predict_batch
+    methods = {name: calibrated(fn, bands[name]) if name in bands else fn for name, fn in raw.items()}
+    info = {**fit_info, "gbm": gbm.info, "calibration_runs": [table.runs[r] for r in val_runs],
+            "calibration_tasks": len(batch), "selection": default, "family_selection": per_family}
+    return Fold(lstm, gbm, prior, raw, methods, bands, default, per_family, info)
+
+
+def score_fold(table: ExecutionTable, fold: Fold, episodes: list[Episode], quantiles: tuple[float, ...],
+               label: str, out: Scored, by_family: bool = True) -> None:
+    batch = Batch.of(table, episodes)
+    if not len(batch):
+        return
+    raw = {name: fn(batch.histories, batch.queries) for name, fn in fold.raw.items()}
+    preds = {name: fold.bands[name].apply(p, batch.spreads, batch.groups) if name in fold.bands else p
+             for name, p in raw.items()}
+    preds[SELECTED] = selected_predictions(preds, batch.families, fold.default, fold.per_family)
+    raw[SELECTED] = selected_predictions(raw, batch.families, fold.default, fold.per_family)
+    score_predictions(batch, preds, quantiles, label, out, by_family, raw=raw)
+
+
 def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo: bool = True,
                              progress: Callable[[str], None] | None = None) -> TaskEvaluation:
     """Train on the earlier runs and score the later ones (eval 'time-split'); then, for each family, train on
-    the others and score it with only 20% of each category's history (eval 'lofo:<family>')."""
+    the others and score it with only 20% of each category's history (eval 'lofo:<family>'). Every method's
+    band is calibrated, and the `selected` row made, on the latest training runs, never on the scored ones."""
     say = progress or (lambda _msg: None)
     frac = cfg.evaluation.history_fraction
     tm = cfg.task_model
     out = Scored()
     models: dict[str, LSTMTaskPredictor] = {}
+    gbms: dict[str, TaskGBM] = {}
     info: dict = {}
 
     train_runs, test_runs = time_split(table, cfg.evaluation.test_fraction)
-    say(f"time split: training the LSTM on {len(train_runs)} runs, testing on {len(test_runs)}")
-    rows = table.select_runs(train_runs)
-    prior = Prior.fit(table, rows, tm.quantiles)
-    model, fit_info = fit_task_model(table, train_runs, tm)
-    lstm = LSTMTaskPredictor(model, tm, prior, memory_trained=fit_info["memory_examples"] > 0)
-    models["time-split"] = lstm
-    info["time-split"] = {**fit_info, "test_runs": [table.runs[r] for r in test_runs]}
-    methods = method_table(lstm, prior, tm.quantiles)
+    say(f"time split: training the LSTM and the gradient-boosted model on {len(train_runs)} runs, "
+        f"testing on {len(test_runs)}")
+    fold = fit_fold(table, train_runs, cfg, "calibration")
+    models["time-split"], gbms["time-split"] = fold.lstm, fold.gbm
+    info["time-split"] = {**fold.info, "test_runs": [table.runs[r] for r in test_runs]}
     eps = held_out_episodes(table, test_runs, frac, True, tm.max_history)
-    score_methods(table, eps, methods, tm.quantiles, f"time-split@{frac:.0%}", out)
+    score_fold(table, fold, eps, tm.quantiles, f"time-split@{frac:.0%}", out)
     say("time split: online curve")
-    online_curve(table, test_runs, methods, cfg, out, with_prior_runs=True)
+    online_curve(table, test_runs, {**fold.methods, SELECTED: selected_method(fold.methods, fold.default,
+                                                                                fold.per_family)},
+                 cfg, out, with_prior_runs=True)
 
     if lofo:
         for fam in table.families:
@@ -221,16 +397,14 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
             fam_idx = table.families.index(fam)
             others = [r for r in range(len(table.runs)) if table.run_family[r] != fam_idx]
             held = [r for r in range(len(table.runs)) if table.run_family[r] == fam_idx]
-            prior = Prior.fit(table, table.select_runs(others), tm.quantiles)
-            model, fit_info = fit_task_model(table, others, tm)
-            lstm_f = LSTMTaskPredictor(model, tm, prior, memory_trained=fit_info["memory_examples"] > 0)
-            models[f"lofo:{fam}"] = lstm_f
-            info[f"lofo:{fam}"] = fit_info
+            f = fit_fold(table, others, cfg, "calibration")
+            models[f"lofo:{fam}"], gbms[f"lofo:{fam}"] = f.lstm, f.gbm
+            info[f"lofo:{fam}"] = f.info
             eps = held_out_episodes(table, held, frac, False, tm.max_history)
-            score_methods(table, eps, method_table(lstm_f, prior, tm.quantiles), tm.quantiles,
-                          f"lofo:{fam}@{frac:.0%}", out, by_family=False)
+            score_fold(table, f, eps, tm.quantiles, f"lofo:{fam}@{frac:.0%}", out, by_family=False)
 
-    selection = choose_selection(out.rows, f"time-split@{frac:.0%}")
     say("latency")
-    latency = measure_latency(Predictor(lstm, {t: LSTM for t in TARGETS}), cfg.evaluation.latency_trials)
-    return TaskEvaluation(out.rows, selection, latency, models, info)
+    shipped = Predictor(fold.lstm, fold.default, gbm=fold.gbm, family_selection=fold.per_family, bands=fold.bands)
+    latency = measure_latency(shipped, cfg.evaluation.latency_trials)
+    return TaskEvaluation(out.rows, fold.default, latency, models, info, fold.per_family, fold.bands, gbms,
+                          fold.methods)

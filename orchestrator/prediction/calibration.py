@@ -1,0 +1,130 @@
+"""Calibrated p10/p90 for any task predictor: normalised split conformal.
+
+A method's band is replaced by its median moved by quantiles of its own errors on executions it did not train
+on (the calibration episodes: the latest training runs, cut with the same protocol as the evaluation). An error
+is measured on the modelled scale (log runtime, log(cpu + eps), log memory) and divided by the spread of the
+category's history on that scale, so a category whose executions agree gets a narrow band and a noisy one a
+wide band. Errors are pooled by how much history the prediction had (none, 1-3, 4 or more executions) and
+whether it held earlier runs; a group with too few errors uses the pooled quantiles of its target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .baselines import CPU_EPS
+from .features import MIN_RUNTIME
+from .history_arrays import HistoryArrays
+
+SPREAD_FLOOR = 0.1  # on the log scale: a category whose history agrees exactly still gets a 10%-wide unit
+MIN_ERRORS = 30
+POOLED = "*"
+
+
+def _to_scale(values: np.ndarray, k: int) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if k == 0:
+            return np.log(np.maximum(v, MIN_RUNTIME))
+        if k == 1:
+            return np.log(np.maximum(v, 0.0) + CPU_EPS)
+        return np.log(v)
+
+
+def _from_scale(z: np.ndarray, k: int) -> np.ndarray:
+    return np.maximum(np.exp(z) - CPU_EPS, 0.0) if k == 1 else np.exp(z)
+
+
+def history_context(h: HistoryArrays, window: int = 32) -> tuple[np.ndarray, str]:
+    """(3,) spread of each target in the history's last `window` executions (SPREAD_FLOOR-floored; 1 when
+    fewer than 4 are known, so the errors are plain log ratios) and the history's group name."""
+    n = len(h)
+    group = "none" if n == 0 else ("few" if n < 4 else "many") + ("+runs" if (~h.same_run).any() else "")
+    t = h.tail(window)
+    spread = np.ones(3)
+    for k, y in enumerate((t.log_runtime, np.log(t.cpu + CPU_EPS), t.log_memory)):
+        y = y[np.isfinite(y)]
+        if y.size >= 4:
+            spread[k] = float(np.sqrt(y.var() + SPREAD_FLOOR**2))
+    return spread, group
+
+
+@dataclass
+class ConformalBands:
+    """Per (target, group): the `low` and `high` quantiles of the normalised errors of one method."""
+
+    low: float = 0.1
+    high: float = 0.9
+    table: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # "k" -> group -> (lo, hi)
+    errors: dict[str, int] = field(default_factory=dict)  # "k" -> number of errors fitted on
+
+    @classmethod
+    def fit(cls, preds: np.ndarray, truth: np.ndarray, spreads: np.ndarray, groups: Sequence[str],
+            levels: Sequence[float]) -> "ConformalBands":
+        """preds (n, 3, Q) with the median at the middle level, truth (n, 3), spreads (n, 3), groups (n,)."""
+        levels = np.asarray(levels)
+        mid = int(np.argmin(np.abs(levels - 0.5)))
+        bands = cls(float(levels[0]), float(levels[-1]))
+        groups = np.asarray(groups)
+        for k in range(3):
+            err = (_to_scale(truth[:, k], k) - _to_scale(preds[:, k, mid], k)) / spreads[:, k]
+            ok = np.isfinite(err)
+            if ok.sum() < MIN_ERRORS:
+                continue
+            per: dict[str, tuple[float, float]] = {POOLED: bands._quantiles(err[ok])}
+            for g in np.unique(groups[ok]):
+                e = err[ok & (groups == g)]
+                if e.size >= MIN_ERRORS:
+                    per[str(g)] = bands._quantiles(e)
+            bands.table[str(k)] = per
+            bands.errors[str(k)] = int(ok.sum())
+        return bands
+
+    def _quantiles(self, err: np.ndarray) -> tuple[float, float]:
+        # Finite-sample conformal levels: the band covers at least high - low of exchangeable new errors.
+        n = err.size
+        lo = max(0.0, np.floor(self.low * (n + 1)) / n - 1e-12)
+        hi = min(1.0, np.ceil(self.high * (n + 1)) / n)
+        return float(np.quantile(err, lo, method="lower")), float(np.quantile(err, hi, method="higher"))
+
+    def apply(self, preds: np.ndarray, spreads: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+        """A copy of preds (n, 3, Q) with the first and last quantile replaced by the calibrated band (targets
+        without calibration keep theirs); the median and any inner levels are kept, the result monotone."""
+        out = preds.copy()
+        q = out.shape[-1]
+        mid = q // 2
+        for key, per in self.table.items():
+            k = int(key)
+            z = _to_scale(out[:, k, mid], k)
+            bounds = np.array([per.get(g, per[POOLED]) for g in groups], dtype=np.float64).reshape(-1, 2)
+            lo = _from_scale(z + bounds[:, 0] * spreads[:, k], k)
+            hi = _from_scale(z + bounds[:, 1] * spreads[:, k], k)
+            out[:, k, 0] = np.fmin(lo, out[:, k, 1:].min(axis=-1)) if q > 1 else lo
+            out[:, k, q - 1] = np.fmax(hi, out[:, k, :q - 1].max(axis=-1)) if q > 1 else hi
+        return out
+
+    def to_dict(self) -> dict:
+        return {"low": self.low, "high": self.high, "errors": self.errors,
+                "table": {k: {g: list(v) for g, v in per.items()} for k, per in self.table.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ConformalBands":
+        return cls(float(d["low"]), float(d["high"]),
+                   {k: {g: (float(v[0]), float(v[1])) for g, v in per.items()} for k, per in d["table"].items()},
+                   {k: int(v) for k, v in d.get("errors", {}).items()})
+
+
+def contexts(hs: Sequence[HistoryArrays]) -> tuple[np.ndarray, list[str]]:
+    """Spreads (n, 3) and groups for a batch of histories, computed once per distinct history object."""
+    cache: dict[int, tuple[np.ndarray, str]] = {}
+    spreads = np.empty((len(hs), 3))
+    groups = []
+    for i, h in enumerate(hs):
+        c = cache.get(id(h))
+        if c is None:
+            c = cache[id(h)] = history_context(h)
+        spreads[i] = c[0]
+        groups.append(c[1])
+    return spreads, groups
