@@ -239,7 +239,8 @@ class Predictor:
                 if method == LSTM:
                     p = self.lstm.predict(history, query)
                 elif method == GBM:
-                    p = self.gbm.predict(history, query)
+                    band = self.bands.get(GBM)
+                    p = self.gbm.predict(history, query, frozenset(int(k) for k in band.table) if band else frozenset())
                 else:
                     p = self._baselines[method].predict(history, query)
                 if method in self.bands:

@@ -81,9 +81,13 @@ def features(h: HistoryArrays, q: Query) -> np.ndarray:
             near = np.argsort(np.abs(xs - q.log_input), kind="stable")[:KNN]
             v[8] = float(np.median(ys[near])) - c
             v[9] = float(np.abs(xs[near] - q.log_input).mean())
-            if known.sum() >= 3 and xs.std() > 0.05:
-                b, a = np.polyfit(xs, ys, 1)
-                v[10] = float(np.clip(a + b * q.log_input, ys.min() - 1.0, ys.max() + 1.0)) - c
+            if xs.size >= 3:
+                dx = xs - xs.mean()
+                sxx = float(dx @ dx)
+                if sxx > xs.size * 0.05**2:  # input sizes spread by more than 5% (as LogLinear requires)
+                    b = float(dx @ (ys - ys.mean())) / sxx
+                    fit = ys.mean() + b * (q.log_input - xs.mean())
+                    v[10] = float(np.clip(fit, ys.min() - 1.0, ys.max() + 1.0)) - c
     return f
 
 
@@ -162,8 +166,11 @@ class TaskGBM:
         return cls(boosters, cfg.quantiles, prior, info)
 
     # ---- prediction ---------------------------------------------------------------------------------------
-    def predict_batch(self, hs: Sequence[HistoryArrays], qs: Sequence[Query]) -> np.ndarray:
-        """(n, 3, Q) quantiles of runtime (s), cpu (cores), memory (bytes); NaN where nothing is known."""
+    def predict_batch(self, hs: Sequence[HistoryArrays], qs: Sequence[Query],
+                      median_only: frozenset[int] = frozenset()) -> np.ndarray:
+        """(n, 3, Q) quantiles of runtime (s), cpu (cores), memory (bytes); NaN where nothing is known. For the
+        targets in `median_only` (whose band a calibration replaces anyway) only the median model runs and the
+        outer quantiles repeat it."""
         out = np.full((len(hs), 3, self.quantiles.size), np.nan)
         have = [i for i, h in enumerate(hs) if len(h)]
         for i, h in enumerate(hs):
@@ -173,10 +180,13 @@ class TaskGBM:
             return out
         X, C = _design([hs[i] for i in have], [qs[i] for i in have])
         for k in range(3):
-            cols = []
+            cols, done = [], {}
             for level in self.quantiles:
-                b = self.boosters.get((k, float(level)))
-                cols.append(b.predict(X, num_threads=1) if b is not None else np.zeros(len(have)))
+                level = 0.5 if k in median_only else float(level)
+                if level not in done:
+                    b = self.boosters.get((k, level))
+                    done[level] = b.predict(X, num_threads=1) if b is not None else np.zeros(len(have))
+                cols.append(done[level])
             z = C[:, k, None] + np.maximum.accumulate(np.column_stack(cols), axis=1)
             if k == 0:
                 vals = np.exp(z)
@@ -190,8 +200,8 @@ class TaskGBM:
     def predict_group(self, history: HistoryArrays, queries: list[Query]) -> np.ndarray:
         return self.predict_batch([history] * len(queries), queries)
 
-    def predict(self, history: HistoryArrays, query: Query) -> np.ndarray:
-        return self.predict_batch([history], [query])[0]
+    def predict(self, history: HistoryArrays, query: Query, median_only: frozenset[int] = frozenset()) -> np.ndarray:
+        return self.predict_batch([history], [query], median_only)[0]
 
     # ---- persistence --------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
