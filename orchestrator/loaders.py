@@ -233,7 +233,10 @@ def _family_from_name(name: str) -> str:
 def workflow_from_wfcommons(data: dict, source: str = "<wfcommons>") -> Workflow:
     """Convert a WfCommons instance (1.4: `workflow.tasks`; 1.5/1.6: `workflow.specification` + `execution`).
 
-    Every task must have a recorded runtime: the simulator and the benchmarks replay it.
+    Every task must have a recorded runtime: the simulator and the benchmarks replay it. A runtime of exactly 0
+    is kept as written (the simulator replays the task as instant), though it is a recording failure (in the
+    bundled traces such tasks have files but no avgCPU, memory or machine): prediction leaves it out
+    (`orchestrator.prediction.features.not_observed`).
     """
     raw_version = data.get("schemaVersion")
     version = str(raw_version).strip() if raw_version is not None else ""
@@ -263,6 +266,7 @@ def workflow_from_wfcommons(data: dict, source: str = "<wfcommons>") -> Workflow
         "schema_version": version,
         "recorded_makespan": execution.get("makespanInSeconds") or execution.get("makespan"),
         "instance_name": data.get("name"),
+        "executed_at": execution.get("executedAt") or wf.get("executedAt"),  # as written; None when not recorded
     }
     try:
         return Workflow(name=name, tasks=tasks, family=_family_from_name(name), metadata=metadata)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +21,8 @@ from ..model import TaskSpec, Workflow
 
 TARGETS = ("runtime", "cpu", "memory")
 MIN_RUNTIME = 1e-3  # seconds; runtimes are modelled in log space and floored here
+
+log = logging.getLogger("orchestrator.prediction")
 
 
 def log_size(value):
@@ -143,8 +147,9 @@ _EXECUTED_FORMATS = ("%Y%m%dT%H%M%S%z", "%m-%d-%yT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S
 
 
 def executed_at(workflow: Workflow) -> float:
-    """When a trace was recorded (POSIX seconds), read from its WfCommons file's `executedAt`; runs are put in
-    time order with it. Falls back to the file's `createdAt`, then 0 (files without a date sort first)."""
+    """When a trace was recorded (POSIX seconds), read from its WfCommons file's `executedAt` (`workflow.` in 1.4,
+    `workflow.execution.` in 1.5 and later); runs are put in time order with it. Falls back to the file's
+    `createdAt`, then 0 (files without a date sort first)."""
     source = workflow.metadata.get("source")
     if not source or not Path(source).exists():
         return 0.0
@@ -155,7 +160,9 @@ def executed_at(workflow: Workflow) -> float:
         data = json.loads(raw)
     except json.JSONDecodeError:
         return 0.0
-    for value in ((data.get("workflow") or {}).get("executedAt"), data.get("createdAt")):
+    wf = data.get("workflow") if isinstance(data.get("workflow"), dict) else {}
+    execution = wf.get("execution") if isinstance(wf.get("execution"), dict) else {}
+    for value in (wf.get("executedAt"), execution.get("executedAt"), data.get("createdAt")):  # 1.4, 1.5+
         if not value:
             continue
         text = re.sub(r"\.\d+", "", str(value))
@@ -192,6 +199,7 @@ class ExecutionTable:
     families: list[str]
     categories: list[str]  # "family/category" so the same program name in two families stays apart
     task_ids: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> recorded executions left out (`not_observed`)
 
     def __len__(self) -> int:
         return self.run.size
@@ -219,8 +227,25 @@ class ExecutionTable:
                             size(self.log_output[i]), self.families[self.family[i]])
 
 
+RECORDING_FAILURE = "runtime 0 recorded (a recording failure, not a measurement)"
+
+
+def not_observed(task: TaskSpec) -> str | None:
+    """Why a task's recorded execution is not an observation prediction may learn from or be scored against, or
+    None when it is one. A recorded runtime of exactly 0 is a recording failure: a process that reads or writes
+    files takes time (in the bundled traces such rows also lack avgCPU, memory and machine). The loader keeps the
+    row, and the simulator replays it as an instant task; prediction treats the task as not observed."""
+    if task.observed is None:
+        return "no recorded execution"
+    if task.observed.runtime <= 0:
+        return RECORDING_FAILURE
+    return None
+
+
 def build_table(workflows: Sequence[Workflow]) -> ExecutionTable:
-    """Flatten recorded workflows into an `ExecutionTable`, runs sorted by `executed_at`."""
+    """Flatten recorded workflows into an `ExecutionTable`, runs sorted by `executed_at`. Recorded executions
+    that are not observations (`not_observed`: runtime 0) are left out, counted per reason in `dropped` and
+    logged with the runs and categories they come from."""
     if not workflows:
         raise PredictionError("No workflows to learn from; give a folder of WfCommons traces")
     times = [executed_at(w) for w in workflows]
@@ -229,22 +254,34 @@ def build_table(workflows: Sequence[Workflow]) -> ExecutionTable:
     categories: dict[str, int] = {}
     cols: dict[str, list] = {k: [] for k in ("run", "family", "category", "runtime", "inp", "out", "cpu", "mem")}
     task_ids: list[str] = []
+    dropped: Counter[str] = Counter()
+    where: dict[str, Counter[str]] = {}  # run -> category -> executions left out
     for r, wi in enumerate(order):
         wf = workflows[wi]
         fam = families.index(wf.family or "unknown")
         for t in wf.tasks:
             if t.observed is None:
                 continue
+            reason = not_observed(t)
+            if reason is not None:
+                dropped[reason] += 1
+                where.setdefault(wf.name, Counter())[t.category] += 1
+                continue
             key = f"{wf.family or 'unknown'}/{t.category}"
             cols["run"].append(r)
             cols["family"].append(fam)
             cols["category"].append(categories.setdefault(key, len(categories)))
-            cols["runtime"].append(max(float(t.observed.runtime), 0.0))
+            cols["runtime"].append(float(t.observed.runtime))
             cols["inp"].append(np.nan if t.input_bytes is None else float(t.input_bytes))
             cols["out"].append(np.nan if t.output_bytes is None else float(t.output_bytes))
             cols["cpu"].append(np.nan if t.observed.avg_cpu is None else float(t.observed.avg_cpu))
             cols["mem"].append(np.nan if not t.observed.peak_memory else float(t.observed.peak_memory))
             task_ids.append(t.id)
+    if dropped:
+        log.warning("build_table left out %d recorded executions (%s): %s", sum(dropped.values()),
+                    "; ".join(f"{n} {reason}" for reason, n in dropped.items()),
+                    "; ".join(f"{run}: " + ", ".join(f"{c} {n}" for c, n in sorted(cats.items()))
+                              for run, cats in where.items()))
     a = {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
     return ExecutionTable(
         run=a["run"].astype(np.int64), family=a["family"].astype(np.int64), category=a["category"].astype(np.int64),
@@ -252,5 +289,5 @@ def build_table(workflows: Sequence[Workflow]) -> ExecutionTable:
         log_output=log_size(a["out"]), cpu=a["cpu"], log_memory=np.log(a["mem"]), runtime=a["runtime"],
         memory=a["mem"], runs=[workflows[i].name for i in order], run_time=np.asarray([times[i] for i in order]),
         run_family=np.asarray([families.index(workflows[i].family or "unknown") for i in order]),
-        families=families, categories=list(categories), task_ids=task_ids,
+        families=families, categories=list(categories), task_ids=task_ids, dropped=dict(dropped),
     )

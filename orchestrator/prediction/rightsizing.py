@@ -115,13 +115,19 @@ def replay(workflows: Sequence[Workflow], table: ExecutionTable, runs: Sequence[
     for job_id, run in enumerate(table.runs[r] for r in sorted(runs)):
         wf = by_name[run]
         entry = TraceEntry.from_workflow(wf)
-        rows = np.array([row_of[(run, t.id)] for t in wf.tasks])
-        used_cpu = np.where(np.isfinite(table.cpu[rows]), table.cpu[rows], entry.dag.cpus)
-        recorded = np.isfinite(table.memory[rows])
-        used_mem = np.where(recorded, table.memory[rows], entry.dag.memory)
+        # A task without a row (build_table left out its execution: ExecutionTable.dropped) replays with its own
+        # request as what it used, as an unrecorded cpu or memory does.
+        rows = np.array([row_of.get((run, t.id), -1) for t in wf.tasks])
+
+        def of(a: np.ndarray) -> np.ndarray:
+            return np.where(rows >= 0, a[np.maximum(rows, 0)], np.nan)
+
+        used_cpu = np.where(np.isfinite(of(table.cpu)), of(table.cpu), entry.dag.cpus)
+        recorded = np.isfinite(of(table.memory))
+        used_mem = np.where(recorded, of(table.memory), entry.dag.memory)
         cpus, memory = entry.dag.cpus.copy(), entry.dag.memory.copy()
         if requests is not None:
-            rc, rm = requests.cpus[rows], requests.memory[rows]
+            rc, rm = of(requests.cpus), of(requests.memory)
             cpus = np.where(np.isfinite(rc), rc, cpus)
             memory = np.where(np.isfinite(rm) & recorded, rm, memory)
         memory = np.minimum(memory, cfg.node_memory_gib * 1024**3)
