@@ -57,3 +57,23 @@ def test_conformal_bands_cover_new_errors_and_follow_each_categorys_spread():
     assert np.median(width[1::2]) < 0.5 * np.median(width[0::2])
     assert (out[:, 0, 0] <= out[:, 0, 1]).all() and (out[:, 0, 1] <= out[:, 0, 2]).all()
     assert ConformalBands.from_dict(bands.to_dict()) == bands
+
+
+def test_unseen_family_scale_widens_only_unseen_rows_and_is_found_by_coverage():
+    from orchestrator.prediction.calibration import ConformalBands, scale_for_coverage
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    preds = np.ones((n, 3, 3)) * 10.0
+    truth = np.full((n, 3), np.nan)
+    truth[:, 0] = 10.0 * np.exp(rng.normal(0, 1.0, n))  # errors twice as wide as the band was fitted for
+    spreads, groups = np.ones((n, 3)), ["many"] * n
+    bands = ConformalBands(0.1, 0.9, {"0": {"*": (-0.64, 0.64)}})  # the 10/90% points of N(0, 0.5)
+    scale = scale_for_coverage(bands, preds, truth, spreads, groups, 0, 0.8)
+    assert 1.8 <= scale <= 2.2
+    bands.unseen_scale = {"0": scale}
+    unseen = np.arange(n) % 2 == 0
+    out = bands.apply(preds, spreads, groups, unseen)
+    inside = (truth[:, 0] >= out[:, 0, 0]) & (truth[:, 0] <= out[:, 0, 2])
+    assert 0.76 <= inside[unseen].mean() <= 0.84 and inside[~unseen].mean() < 0.55
+    assert ConformalBands.from_dict(bands.to_dict()) == bands

@@ -59,6 +59,9 @@ class ConformalBands:
     high: float = 0.9
     table: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # "k" -> group -> (lo, hi)
     errors: dict[str, int] = field(default_factory=dict)  # "k" -> number of errors fitted on
+    # "k" -> how much wider the band must be for a family the model never trained on (measured by holding out
+    # whole families: `unseen_family_scales`); 1 when not measured
+    unseen_scale: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, preds: np.ndarray, truth: np.ndarray, spreads: np.ndarray, groups: Sequence[str],
@@ -89,10 +92,18 @@ class ConformalBands:
         hi = min(1.0, np.ceil(self.high * (n + 1)) / n)
         return float(np.quantile(err, lo, method="lower")), float(np.quantile(err, hi, method="higher"))
 
-    def apply(self, preds: np.ndarray, spreads: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    def apply(self, preds: np.ndarray, spreads: np.ndarray, groups: Sequence[str],
+              unseen: np.ndarray | None = None, scale: dict[str, float] | None = None) -> np.ndarray:
         """A copy of preds (n, 3, Q) with the first and last quantile replaced by the calibrated band (targets
-        without calibration keep theirs); the median and any inner levels are kept, the result monotone."""
+        without calibration keep theirs); the median and any inner levels are kept, the result monotone. Rows
+        flagged `unseen` (a family the model never trained on) get the band widened by `scale` (default: the
+        fitted `unseen_scale`)."""
         out = preds.copy()
+        scale = self.unseen_scale if scale is None else scale
+        spreads = np.array(spreads, dtype=np.float64, copy=True)
+        if unseen is not None and np.any(unseen):
+            for key, factor in scale.items():
+                spreads[np.asarray(unseen, dtype=bool), int(key)] *= factor
         q = out.shape[-1]
         mid = q // 2
         for key, per in self.table.items():
@@ -106,14 +117,15 @@ class ConformalBands:
         return out
 
     def to_dict(self) -> dict:
-        return {"low": self.low, "high": self.high, "errors": self.errors,
+        return {"low": self.low, "high": self.high, "errors": self.errors, "unseen_scale": self.unseen_scale,
                 "table": {k: {g: list(v) for g, v in per.items()} for k, per in self.table.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ConformalBands":
         return cls(float(d["low"]), float(d["high"]),
                    {k: {g: (float(v[0]), float(v[1])) for g, v in per.items()} for k, per in d["table"].items()},
-                   {k: int(v) for k, v in d.get("errors", {}).items()})
+                   {k: int(v) for k, v in d.get("errors", {}).items()},
+                   {k: float(v) for k, v in d.get("unseen_scale", {}).items()})
 
 
 def contexts(hs: Sequence[HistoryArrays]) -> tuple[np.ndarray, list[str]]:
@@ -128,3 +140,24 @@ def contexts(hs: Sequence[HistoryArrays]) -> tuple[np.ndarray, list[str]]:
         spreads[i] = c[0]
         groups.append(c[1])
     return spreads, groups
+
+
+SCALES = np.round(np.arange(0.5, 4.001, 0.05), 2)
+
+
+def scale_for_coverage(bands: ConformalBands, preds: np.ndarray, truth: np.ndarray, spreads: np.ndarray,
+                       groups: Sequence[str], k: int, target: float = 0.8) -> float:
+    """The widening factor of target k's band whose coverage of `truth` is closest to `target`."""
+    known = np.isfinite(truth[:, k])
+    if str(k) not in bands.table or known.sum() < MIN_ERRORS:
+        return float("nan")
+    p, t, sp = preds[known], truth[known, k], spreads[known]
+    g = [x for x, ok in zip(groups, known) if ok]
+    everyone = np.ones(len(t), dtype=bool)
+    best, best_gap = 1.0, np.inf
+    for s in SCALES:
+        out = bands.apply(p, sp, g, everyone, {str(k): float(s)})
+        cov = float(((t >= out[:, k, 0]) & (t <= out[:, k, -1])).mean())
+        if abs(cov - target) < best_gap - 1e-12:
+            best, best_gap = float(s), abs(cov - target)
+    return best

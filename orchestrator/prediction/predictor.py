@@ -207,6 +207,10 @@ class Predictor:
             raise PredictionError(f"Unknown prediction method '{method}' for {target}; "
                                   f"use one of {[LSTM, GBM, *BASELINES]}")
 
+    def trained_on(self, family: str | None) -> bool:
+        """Whether the models trained on this family (else its band is widened: `ConformalBands.unseen_scale`)."""
+        return bool(family) and self.prior is not None and family in self.prior.table
+
     def choice(self, family: str | None) -> dict[str, str]:
         """The method per target for a task of `family` (the overall choice for an unknown family)."""
         return {**self.selection, **self.family_selection.get(family or "", {})}
@@ -245,7 +249,8 @@ class Predictor:
                     p = self._baselines[method].predict(history, query)
                 if method in self.bands:
                     context = context or history_context(history)
-                    p = self.bands[method].apply(p[None], context[0][None], [context[1]])[0]
+                    p = self.bands[method].apply(p[None], context[0][None], [context[1]],
+                                                 np.array([not self.trained_on(query.family)]))[0]
                 cache[method] = p
             out[k] = cache[method][k]
             methods[target] = method

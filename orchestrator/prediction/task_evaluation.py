@@ -352,17 +352,67 @@ def fit_fold(table: ExecutionTable, runs: Sequence[int], cfg: PredictionConfig, 
     return Fold(lstm, gbm, prior, raw, methods, bands, default, per_family, info)
 
 
-def score_fold(table: ExecutionTable, fold: Fold, episodes: list[Episode], quantiles: tuple[float, ...],
-               label: str, out: Scored, by_family: bool = True) -> None:
+@dataclass
+class Scoring:
+    """A fold's predictions on its scored episodes, kept so that bands can be applied to them later."""
+
+    fold: Fold
+    batch: Batch
+    raw: dict[str, np.ndarray]
+
+
+def predict_fold(table: ExecutionTable, fold: Fold, episodes: list[Episode]) -> Scoring:
     batch = Batch.of(table, episodes)
+    raw = {name: fn(batch.histories, batch.queries) for name, fn in fold.raw.items()} if len(batch) else {}
+    return Scoring(fold, batch, raw)
+
+
+def score_fold(scoring: Scoring, quantiles: tuple[float, ...], label: str, out: Scored, by_family: bool = True,
+               unseen_scale: dict[str, dict[str, float]] | None = None) -> None:
+    """Score a fold's predictions with its calibrated bands (widened by `unseen_scale[method]` when given: the
+    scored family was never trained on) and the selected row."""
+    fold, batch, raw = scoring.fold, scoring.batch, dict(scoring.raw)
     if not len(batch):
         return
-    raw = {name: fn(batch.histories, batch.queries) for name, fn in fold.raw.items()}
-    preds = {name: fold.bands[name].apply(p, batch.spreads, batch.groups) if name in fold.bands else p
-             for name, p in raw.items()}
+    unseen = np.ones(len(batch), dtype=bool) if unseen_scale else None
+    preds = {name: fold.bands[name].apply(p, batch.spreads, batch.groups, unseen, (unseen_scale or {}).get(name))
+             if name in fold.bands else p for name, p in raw.items()}
     preds[SELECTED] = selected_predictions(preds, batch.families, fold.default, fold.per_family)
     raw[SELECTED] = selected_predictions(raw, batch.families, fold.default, fold.per_family)
     score_predictions(batch, preds, quantiles, label, out, by_family, raw=raw)
+
+
+def unseen_family_scales(scorings: dict[str, Scoring]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per held-out family, method and target: the widening factor that brings the band's coverage to nominal
+    on that family. A family's band is then widened by the median factor of the OTHER families (so its own
+    outcomes never set it), and the shipped model by the median over all of them."""
+    from .calibration import scale_for_coverage
+
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for fam, sc in scorings.items():
+        if not len(sc.batch):
+            continue
+        found[fam] = {}
+        for name, p in sc.raw.items():
+            band = sc.fold.bands.get(name)
+            if band is None:
+                continue
+            found[fam][name] = {str(k): scale_for_coverage(band, p, sc.batch.truth, sc.batch.spreads, sc.batch.groups,
+                                                           k, band.high - band.low) for k in range(3)}
+    return found
+
+
+def pooled_scales(found: dict[str, dict[str, dict[str, float]]], leave_out: str | None = None) -> dict[str, dict[str, float]]:
+    """Median factor per method and target over the held-out families (but `leave_out`)."""
+    per: dict[str, dict[str, list[float]]] = {}
+    for fam, methods in found.items():
+        if fam == leave_out:
+            continue
+        for name, ks in methods.items():
+            for k, v in ks.items():
+                if np.isfinite(v):
+                    per.setdefault(name, {}).setdefault(k, []).append(v)
+    return {name: {k: float(np.median(v)) for k, v in ks.items()} for name, ks in per.items()}
 
 
 def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo: bool = True,
@@ -385,13 +435,14 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
     models["time-split"], gbms["time-split"] = fold.lstm, fold.gbm
     info["time-split"] = {**fold.info, "test_runs": [table.runs[r] for r in test_runs]}
     eps = held_out_episodes(table, test_runs, frac, True, tm.max_history)
-    score_fold(table, fold, eps, tm.quantiles, f"time-split@{frac:.0%}", out)
+    score_fold(predict_fold(table, fold, eps), tm.quantiles, f"time-split@{frac:.0%}", out)
     say("time split: online curve")
     online_curve(table, test_runs, {**fold.methods, SELECTED: selected_method(fold.methods, fold.default,
                                                                                 fold.per_family)},
                  cfg, out, with_prior_runs=True)
 
     if lofo:
+        scorings: dict[str, Scoring] = {}
         for fam in table.families:
             say(f"leave-one-family-out: {fam}")
             fam_idx = table.families.index(fam)
@@ -400,8 +451,17 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
             f = fit_fold(table, others, cfg, "calibration")
             models[f"lofo:{fam}"], gbms[f"lofo:{fam}"] = f.lstm, f.gbm
             info[f"lofo:{fam}"] = f.info
-            eps = held_out_episodes(table, held, frac, False, tm.max_history)
-            score_fold(table, f, eps, tm.quantiles, f"lofo:{fam}@{frac:.0%}", out, by_family=False)
+            scorings[fam] = predict_fold(table, f, held_out_episodes(table, held, frac, False, tm.max_history))
+        # A family never trained on is less predictable than the calibration runs (families it trained on)
+        # say: each held-out family's band is widened by what the other held-out families needed.
+        found = unseen_family_scales(scorings)
+        info["unseen_family_scales"] = found
+        for fam, sc in scorings.items():
+            score_fold(sc, tm.quantiles, f"lofo:{fam}@{frac:.0%}", out, by_family=False,
+                       unseen_scale=pooled_scales(found, leave_out=fam))
+        for name, ks in pooled_scales(found).items():
+            if name in fold.bands:
+                fold.bands[name].unseen_scale = ks
 
     say("latency")
     shipped = Predictor(fold.lstm, fold.default, gbm=fold.gbm, family_selection=fold.per_family, bands=fold.bands)
