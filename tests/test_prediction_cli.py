@@ -1,6 +1,7 @@
 """`orchestrator eval forecaster|predictor` and `orchestrator predict tasks` through the real command line, on the
 bundled series and traces: several series after one flag, the runtime's selection left alone unless asked, and
-task predictions from the bundled history of the workflow's family without the run itself."""
+task predictions from the bundled history of the workflow's family: only the runs executed before it, and
+`predict capacity` naming the forecast it follows."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from orchestrator import resources
 from orchestrator.cli import app
 from orchestrator.loaders import default_trace_dir, load_traces
+from orchestrator.prediction.features import executed_at
 
 RUN = "montage-chameleon-2mass-005d-001"
 
@@ -103,15 +105,20 @@ def test_eval_predictor_write_selection(runner, tmp_path, small_eval):
     assert not (tmp_path / "out" / "selection.json").exists()
 
 
-def _own_and_others(name: str) -> tuple[pd.Series, pd.Series]:
-    """Executions per category of the run `name` and of the other bundled runs of its family."""
+def _own_and_earlier(name: str) -> tuple[pd.Series, pd.Series, list[str]]:
+    """Executions per category of the run `name`, and of the other bundled runs of its family executed before it
+    (their recorded runtime-0 executions aside: recording failures), and the runs executed at or after it."""
     runs = [w for w in load_traces(default_trace_dir()) if w.family == "montage"]
-    count = lambda ws: pd.Series([t.category for w in ws for t in w.tasks]).value_counts()  # noqa: E731
-    return count([w for w in runs if w.name == name]), count([w for w in runs if w.name != name])
+    when = {w.name: executed_at(w) for w in runs}
+    count = lambda ws: pd.Series([t.category for w in ws for t in w.tasks  # noqa: E731
+                                  if t.observed is not None and t.observed.runtime > 0]).value_counts()
+    earlier = [w for w in runs if when[w.name] < when[name]]
+    later = sorted(w.name for w in runs if when[w.name] >= when[name] and w.name != name)
+    return count([w for w in runs if w.name == name]), count(earlier), later
 
 
 @pytest.mark.parametrize("where", ["bundled", "copy"])
-def test_predict_tasks_default_history_is_the_family_without_the_run(runner, tmp_path, where):
+def test_predict_tasks_default_history_is_the_family_runs_executed_before(runner, tmp_path, where):
     workflow = default_trace_dir() / "wfcommons" / "montage" / f"{RUN}.json.gz"
     if where == "copy":  # the same run outside the bundled folder: still recognised by its name
         workflow = Path(shutil.copy(workflow, tmp_path / workflow.name))
@@ -119,8 +126,13 @@ def test_predict_tasks_default_history_is_the_family_without_the_run(runner, tmp
     result = runner.invoke(app, ["predict", "tasks", str(workflow), "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = flat(result.output)
+    own, earlier, later = _own_and_earlier(RUN)
     n_montage = len([w for w in load_traces(default_trace_dir()) if w.family == "montage"])
-    assert f"history: {n_montage - 1} runs of montage (bundled traces), without {RUN} (the run predicted)" in text
+    assert later and len(later) < n_montage - 1  # the bundled run has runs after it, and before it
+    assert (f"history: {n_montage - 1 - len(later)} runs of montage (bundled traces) executed before this run"
+            in text)
+    assert f"left out: {RUN} (the run predicted); {len(later)} run" in text and all(n in text for n in later)
+    assert "runtime 0 recorded" in text  # 2mass-02d-001's recording failures, left out
     assert "source" in result.output
     frame = pd.read_csv(out)
     assert frame["source"].str.startswith("history: ").all()
@@ -128,12 +140,45 @@ def test_predict_tasks_default_history_is_the_family_without_the_run(runner, tmp
     # different categories, different medians (the prior would give one value for all)
     p50 = frame.groupby("category")["runtime_p50"].median()
     assert p50.nunique() == len(p50) > 3
-    # the history holds the other runs' executions, not the run's own: a category with few executions per run
-    own, others = _own_and_others(RUN)
-    small = [c for c in own.index if others[c] < 256]  # below the History's per-category cap
+    # the history holds the earlier runs' executions, not the run's own nor later runs': a category with few
+    # executions per run
+    small = [c for c in own.index if earlier[c] < 256]  # below the History's per-category cap
     assert small
     for c in small:
-        assert set(frame.loc[frame["category"] == c, "history_size"]) == {others[c]}, c
+        assert set(frame.loc[frame["category"] == c, "history_size"]) == {earlier[c]}, c
+
+
+def test_predict_tasks_without_executed_at_uses_every_other_run_and_says_so(runner, tmp_path):
+    import gzip
+    import json
+
+    data = json.loads(gzip.decompress((default_trace_dir() / "wfcommons" / "montage" / f"{RUN}.json.gz").read_bytes()))
+    del data["workflow"]["executedAt"]
+    data.pop("createdAt", None)
+    workflow = tmp_path / f"{RUN}.json"
+    workflow.write_text(json.dumps(data))
+    out = tmp_path / "pred.csv"
+    result = runner.invoke(app, ["predict", "tasks", str(workflow), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    n_montage = len([w for w in load_traces(default_trace_dir()) if w.family == "montage"])
+    assert f"history: {n_montage - 1} runs of montage (bundled traces), without {RUN} (the run predicted)" in text
+    assert f"note: {workflow.name} records no executedAt" in text and "including any executed after it" in text
+
+
+def test_predict_tasks_history_folder_leaves_out_later_runs(runner, tmp_path):
+    """--history DIR follows the same rule: a run of the folder executed after the predicted one is left out."""
+    own, earlier, later = _own_and_earlier(RUN)
+    folder = tmp_path / "hist"
+    folder.mkdir()
+    montage = default_trace_dir() / "wfcommons" / "montage"
+    for name in [later[0], "montage-chameleon-dss-05d-001"]:
+        shutil.copy(montage / f"{name}.json.gz", folder)
+    result = runner.invoke(app, ["predict", "tasks", str(montage / f"{RUN}.json.gz"), "--history", str(folder)])
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert f"history: 1 runs of --history {folder} executed before this run" in text
+    assert f"1 run executed at or after it ({later[0]})" in text
 
 
 def test_predict_tasks_no_history_is_the_prior(runner, tmp_path):

@@ -82,3 +82,29 @@ def test_the_bundled_traces_have_no_other_defect():
             for key in ("memoryInBytes", "memory"):
                 assert key not in t or t[key] > 0, where
     assert zero == 10
+
+
+@pytest.mark.parametrize("version", ["1.4", "1.5"])
+def test_executed_at_is_read_where_each_schema_puts_it(tmp_path, version):
+    """1.4: workflow.executedAt; 1.5 and later: workflow.execution.executedAt. The loader keeps it as written
+    (None when absent: `predict tasks` then says it cannot tell which runs came before)."""
+    import json
+
+    from orchestrator.prediction.features import executed_at
+
+    task = {"id": "ID1", "runtimeInSeconds": 3.0, "avgCPU": 99.0}
+    if version == "1.4":
+        wf = {"executedAt": "2021-03-23T06:04:36Z", "tasks": [{"name": "mAdd_ID1", "parents": [], "files": [], **task}]}
+    else:
+        wf = {"specification": {"tasks": [{"name": "mAdd_ID1", "id": "ID1", "parents": [], "children": []}],
+                                "files": []},
+              "execution": {"executedAt": "2021-03-23T06:04:36Z", "makespanInSeconds": 3, "tasks": [task]}}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"name": "x", "schemaVersion": version, "createdAt": "2022-01-01T00:00:00Z",
+                                "workflow": wf}))
+    w = load_workflow(path)
+    assert w.metadata["executed_at"] == "2021-03-23T06:04:36Z"
+    assert executed_at(w) == 1616479476.0  # the run's date, not the file's createdAt
+    (wf.get("execution") or wf).pop("executedAt")
+    path.write_text(json.dumps({"name": "x", "schemaVersion": version, "workflow": wf}))
+    assert load_workflow(path).metadata["executed_at"] is None and executed_at(load_workflow(path)) == 0.0

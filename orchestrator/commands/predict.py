@@ -234,11 +234,15 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="Write every task's prediction to this CSV"),
     ):
         """Predict runtime, cpu and memory quantiles for every task of a workflow before it runs, from earlier
-        runs of its categories. The run itself is never part of its history (a bundled run is left out)."""
+        runs of its categories. The history holds only runs executed before this one (WfCommons `executedAt`):
+        the run itself and every run executed at or after it are left out; a run without executedAt uses every
+        other run, and says so. Executions recorded with runtime 0 (a recording failure) are left out."""
+        from datetime import datetime, timezone
+
         import pandas as pd
 
         from ..loaders import default_trace_dir, load_trace_files, load_workflow
-        from ..prediction.features import Execution, History, executed_at
+        from ..prediction.features import Execution, History, executed_at, not_observed
         from ..prediction.predictor import Predictor
 
         if no_history and history:
@@ -247,7 +251,7 @@ def register(app: typer.Typer) -> None:
         predictor = Predictor.load(version)
         hist = History()
         runs_of: dict[str, int] = {}  # category -> runs of the history that executed it
-        excluded: list[str] = []
+        notes: list[str] = []
         if no_history:
             label, what = "none (--no-history): every task gets the per-family prior", ""
         else:
@@ -259,22 +263,57 @@ def register(app: typer.Typer) -> None:
                 runs = same or loaded
                 what = f"{wf.family} (bundled traces)" if same else "all families (bundled traces)"
             own = workflow.resolve()
-            excluded = [w.name for p, w in runs if w.name == wf.name or p.resolve() == own]
-            runs = [(p, w) for p, w in runs if w.name not in excluded]
-            for _, past in sorted(runs, key=lambda pw: executed_at(pw[1])):  # oldest first: the latest weigh most
-                for cat in {t.category for t in past.tasks if t.observed is not None}:
-                    runs_of[cat] = runs_of.get(cat, 0) + 1
+            itself = [w.name for p, w in runs if w.name == wf.name or p.resolve() == own]
+            runs = [(p, w) for p, w in runs if w.name not in itself]
+            when = executed_at(wf) if wf.metadata.get("executed_at") else 0.0
+            dates = {w.name: executed_at(w) for _, w in runs}
+            if when > 0:
+                later = [w.name for _, w in runs if dates[w.name] >= when]
+                runs = [(p, w) for p, w in runs if dates[w.name] < when]
+                undated = [w.name for _, w in runs if dates[w.name] == 0.0]
+                running = [w.name for _, w in runs if dates[w.name] > 0 and w.metadata.get("recorded_makespan")
+                           and dates[w.name] + float(w.metadata["recorded_makespan"]) > when]
+                stamp = datetime.fromtimestamp(when, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                label = f"{len(runs)} runs of {what} executed before this run ({stamp})"
+                left = ([f"{', '.join(itself)} (the run predicted)"] if itself else []) + (
+                    [f"{len(later)} run{'s' if len(later) != 1 else ''} executed at or after it "
+                     f"({', '.join(later)})"] if later else [])
+                if left:
+                    label += "; left out: " + "; ".join(left)
+                if undated:
+                    notes.append(f"{len(undated)} history run(s) have no executedAt and are kept: "
+                                 f"{', '.join(undated)}")
+                if running:
+                    notes.append(f"{len(running)} history run(s) started before this run but were still running "
+                                 f"when it started (executedAt + makespan): {', '.join(running)}")
+            else:
+                label = f"{len(runs)} runs of {what}" + (f", without {', '.join(itself)} (the run predicted)"
+                                                         if itself else "")
+                notes.append(f"{workflow.name} records no executedAt, so it is unknown which runs came before it: "
+                             "the history holds every other run, including any executed after it")
+            failed: dict[str, int] = {}
+            for _, past in sorted(runs, key=lambda pw: dates[pw[1].name]):  # oldest first: the latest weigh most
+                seen = set()
                 for t in past.tasks:
-                    if t.observed is not None:
-                        hist.add(Execution.from_task(t))
-            label = (f"{len(runs)} runs of {what}" + (f", without {', '.join(excluded)} (the run predicted)"
-                                                       if excluded else ""))
+                    if t.observed is None:
+                        continue
+                    reason = not_observed(t)
+                    if reason is not None:
+                        failed[reason] = failed.get(reason, 0) + 1
+                        continue
+                    hist.add(Execution.from_task(t))
+                    seen.add(t.category)
+                for cat in seen:
+                    runs_of[cat] = runs_of.get(cat, 0) + 1
+            notes += [f"left out {n} executions of the history: {reason}" for reason, n in failed.items()]
         categories = sorted({t.category for t in wf.tasks})
         known = [c for c in categories if hist.of(c)]
         console.print(f"history: {label}" + ("" if no_history else
                       f"; {sum(len(hist.of(c)) for c in categories)} executions of the {len(categories)} predicted "
                       f"categories ({len(known)} of them with history; at most {hist.max_per_category} kept per "
                       "category, the latest)"))
+        for note in notes:
+            console.print(f"[yellow]note[/]: {note}")
 
         def source(p) -> str:
             used = list(dict.fromkeys(p.methods.values()))
