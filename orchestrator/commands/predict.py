@@ -61,8 +61,9 @@ def register(app: typer.Typer) -> None:
             help="Make the winners the runtime's choice: write them to models/predictor/selection.json "
                  "(default: only to --out/selection.json, and say what would change)"),
     ):
-        """Train on the earlier runs (and per held-out family), score the LSTM beside category mean, last
-        value and log-log regression, replay right-sized requests, and measure prediction latency."""
+        """Train on the earlier runs (and per held-out family), score the LSTM and the gradient-boosted model
+        beside category mean, median of the last 32, last value and log-log regression with calibrated bands,
+        replay right-sized requests, and measure prediction latency."""
         import torch
 
         from ..loaders import default_trace_dir, load_traces
@@ -70,7 +71,7 @@ def register(app: typer.Typer) -> None:
         from ..prediction.features import build_table
         from ..prediction.predictor import LSTM, write_selection
         from ..prediction.rightsizing import evaluate_rightsizing
-        from ..prediction.task_evaluation import evaluate_task_predictors, method_table, time_split
+        from ..prediction.task_evaluation import evaluate_task_predictors, time_split
         from ..prediction.task_training import split_validation_runs
 
         torch.set_num_threads(1)
@@ -84,13 +85,17 @@ def register(app: typer.Typer) -> None:
         cols = [("eval", "evaluation"), ("method", "method"), ("tasks", "tasks"),
                 ("runtime_accuracy", "runtime 1-WAPE"), ("cpu_accuracy", "cpu 1-WAPE"),
                 ("memory_accuracy", "memory 1-WAPE*"), ("runtime_coverage", "runtime p10-p90 cover"),
+                ("runtime_coverage_raw", "uncalibrated"), ("runtime_width", "width/p50"),
+                ("cpu_coverage", "cpu cover"), ("memory_coverage", "memory cover"),
                 ("runtime_pinball", "runtime pinball")]
         main_rows = [r for r in ev.rows if r["family"] == "ALL" and not r["eval"].startswith("online")]
         console.print(_table(f"Task prediction on held-out data (history = earlier runs + first {frac} of the "
-                             "category in the run; LOFO: first 20% only)", main_rows, cols))
+                             "category in the run; LOFO: first 20% only). Bands calibrated on the latest "
+                             "training runs; 'selected' = the method chosen per target and family there", main_rows,
+                             cols))
         fam_rows = [r for r in ev.rows if r["eval"].startswith("time-split") and r["family"] != "ALL"]
         console.print(_table("Time split, per family", fam_rows,
-                             [("family", "family")] + cols[1:6]))
+                             [("family", "family")] + cols[1:11]))
         online = [r for r in ev.rows if r["eval"].startswith("online")]
         console.print(_table("Online: same queries (last 40% of each category), more of the run finished",
                              online, cols[:5] + [("runtime_coverage", "runtime p10-p90 cover")]))
@@ -99,9 +104,8 @@ def register(app: typer.Typer) -> None:
         if rightsizing:
             say("right-sizing replay")
             train_runs, test_runs = time_split(table, cfg.evaluation.test_fraction)
-            model = ev.models["time-split"]
-            methods = method_table(model, model.prior, cfg.task_model.quantiles)
-            chosen = {LSTM, *ev.selection.values()}
+            methods = ev.methods
+            chosen = {LSTM, *ev.selection.values()} | {m for c in ev.family_selection.values() for m in c.values()}
             _, val_runs = split_validation_runs(table, train_runs, cfg.task_model.validation_fraction)
             rs_rows = evaluate_rightsizing(workflows, table, train_runs, test_runs,
                                            {m: methods[m] for m in methods if m in chosen},
@@ -130,11 +134,18 @@ def register(app: typer.Typer) -> None:
         lat = ev.latency
         console.print(f"latency of Predictor.predict (one task, {lat['history_size']} history steps, 1 thread, "
                       f"{lat['trials']} calls): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
-        console.print(f"selection (best 1-WAPE on the time split): {ev.selection}")
+        console.print(f"selection (best 1-WAPE on the calibration runs): {ev.selection}; per family: "
+                      f"{ev.family_selection or 'none'}")
+        scales = {m: b.unseen_scale for m, b in ev.bands.items() if b.unseen_scale}
+        if scales:
+            console.print("band widening for a family never trained on (median over held-out families; runtime, "
+                          "cpu, memory): " + "; ".join(f"{m} " + "/".join(_fmt(s.get(str(k)), 2) for k in range(3))
+                                                       for m, s in scales.items()))
         paths = [_write(out, "predictor_eval", ev.rows)]
         if rs_rows:
             paths.append(_write(out, "rightsizing", rs_rows))
-        summary = {"rows": ev.rows, "selection": ev.selection, "latency": ev.latency, "rightsizing": rs_rows,
+        summary = {"rows": ev.rows, "selection": ev.selection, "family_selection": ev.family_selection,
+                   "latency": ev.latency, "rightsizing": rs_rows,
                    "training": ev.info, "config": cfg.model_dump(), "seconds": time.perf_counter() - start,
                    "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         (out / "predictor_eval.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -144,11 +155,13 @@ def register(app: typer.Typer) -> None:
         evidence = {t: r.get(f"{t}_accuracy") for t, r in best_rows.items()}
         runtime_selection = cfg.models_path("predictor") / "selection.json"
         winners = ", ".join(f"{t} {m}" for t, m in ev.selection.items())
+        used = set(ev.selection.values()) | {m for c in ev.family_selection.values() for m in c.values()}
+        bands = {m: b for m, b in ev.bands.items() if m in used}
         if write_selection_:
-            paths.append(write_selection(runtime_selection.parent, ev.selection, evidence))
+            paths.append(write_selection(runtime_selection.parent, ev.selection, evidence, ev.family_selection, bands))
             console.print(f"[green]selection written[/] to {runtime_selection} (the runtime now uses: {winners})")
         else:
-            paths.append(write_selection(out, ev.selection, evidence))
+            paths.append(write_selection(out, ev.selection, evidence, ev.family_selection, bands))
             try:
                 current = json.loads(runtime_selection.read_text()).get("selection")
             except (OSError, ValueError):
