@@ -175,8 +175,8 @@ def test_facade_follows_the_written_selection(tmp_path, trained):
 
 
 def test_gradient_boosted_model_round_trips_and_ignores_output_sizes(tmp_path, table, trained, cfg):
-    """The LightGBM model saved beside the LSTM loads to the same predictions, applies its calibrated band
-    through the facade, and reads no query output size."""
+    """The LightGBM model saved beside the LSTM (its median models) loads to the same medians, applies its
+    calibrated band through the facade, and reads no query output size."""
     from orchestrator.prediction.calibration import ConformalBands
     from orchestrator.prediction.task_gbm import TaskGBM
 
@@ -198,7 +198,11 @@ def test_gradient_boosted_model_round_trips_and_ignores_output_sizes(tmp_path, t
     spread = np.sqrt(np.log([10.0 + 3 * i for i in range(8)]).var() + 0.1**2)
     assert rt.low == pytest.approx(rt.median * np.exp(-1.0 * spread))
     assert rt.high == pytest.approx(rt.median * np.exp(2.0 * spread))
-    assert preds[0].cpu.values == pytest.approx(tuple(direct[1]))  # no band fitted for cpu: the model's own
+    assert preds[0].cpu.median == pytest.approx(direct[1, 1])
+    # the checkpoint keeps the medians only: a selection naming the model without its band is refused
+    write_selection(tmp_path, {"runtime": "lightgbm"}, {})
+    with pytest.raises(PredictionError, match="band"):
+        Predictor.load(models_dir=tmp_path)
 
 
 def test_prediction_latency(trained):

@@ -135,10 +135,11 @@ class LSTMTaskPredictor:
                 "memory_trained": self.memory_trained, "feature_version": FEATURE_VERSION}
 
     def save(self, directory: Path, metadata: dict[str, Any], gbm: TaskGBM | None = None) -> Path:
-        """A new version holding the LSTM and, when given, the gradient-boosted model beside it."""
+        """A new version holding the LSTM and, when given, the gradient-boosted model's median models beside it
+        (a selection naming it must carry its calibrated band)."""
         state = self.state()
-        if gbm is not None:
-            state["gbm"] = gbm.state()
+        if gbm is not None:  # its medians only: the calibrated bands (selection.json) replace its own
+            state["gbm"] = gbm.state(median_only=True)
         return save_checkpoint(directory, state, metadata)
 
     @classmethod
@@ -188,12 +189,12 @@ class Predictor:
         default = LSTM if lstm else "category-mean"
         self.selection = {t: (selection or {}).get(t, default) for t in TARGETS}
         self.family_selection = {f: dict(c) for f, c in (family_selection or {}).items()}
+        self.bands = dict(bands or {})
         for choice in (self.selection, *self.family_selection.values()):
             for target, method in choice.items():
                 if target not in TARGETS:
                     raise PredictionError(f"Unknown target '{target}' in the selection; targets are {list(TARGETS)}")
                 self._check(target, method)
-        self.bands = dict(bands or {})
         self._baselines: dict[str, TaskBaseline] = {n: c(self.quantiles) for n, c in BASELINES.items()}
         self.version = version
 
@@ -203,6 +204,10 @@ class Predictor:
         if method == GBM and self.gbm is None:
             raise PredictionError(f"Selection uses the gradient-boosted model for {target} but the checkpoint has "
                                   "none; retrain with `orchestrator train predictor`")
+        if method == GBM and not self.gbm.has_bands and GBM not in self.bands:
+            raise PredictionError(f"Selection uses the gradient-boosted model for {target}, whose checkpoint holds "
+                                  "only its median models, but no calibrated band for it; run `orchestrator eval "
+                                  "predictor --write-selection`")
         if method not in (LSTM, GBM) and method not in BASELINES:
             raise PredictionError(f"Unknown prediction method '{method}' for {target}; "
                                   f"use one of {[LSTM, GBM, *BASELINES]}")

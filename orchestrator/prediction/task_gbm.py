@@ -9,6 +9,7 @@ p90), trained on episodes cut from recorded runs like the LSTM's (`sample_episod
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -182,7 +183,7 @@ class TaskGBM:
         for k in range(3):
             cols, done = [], {}
             for level in self.quantiles:
-                level = 0.5 if k in median_only else float(level)
+                level = 0.5 if k in median_only or (k, float(level)) not in self.boosters else float(level)
                 if level not in done:
                     b = self.boosters.get((k, level))
                     done[level] = b.predict(X, num_threads=1) if b is not None else np.zeros(len(have))
@@ -204,10 +205,18 @@ class TaskGBM:
         return self.predict_batch([history], [query], median_only)[0]
 
     # ---- persistence --------------------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
+    @property
+    def has_bands(self) -> bool:
+        """Whether the p10/p90 models are here (a shipped model keeps only the medians: calibrated bands
+        replace its own)."""
+        return any(abs(level - 0.5) > 1e-9 for _, level in self.boosters)
+
+    def state(self, median_only: bool = False) -> dict[str, Any]:
         return {"version": GBM_VERSION, "quantiles": self.quantiles.tolist(), "info": self.info,
                 "prior": self.prior.to_dict() if self.prior else None,
-                "boosters": [[k, level, b.model_to_string()] for (k, level), b in self.boosters.items()]}
+                "boosters": [[k, level, zlib.compress(b.model_to_string().encode(), 9)]
+                             for (k, level), b in self.boosters.items()
+                             if not median_only or abs(level - 0.5) < 1e-9]}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "TaskGBM":
@@ -216,6 +225,7 @@ class TaskGBM:
         if state.get("version") != GBM_VERSION:
             raise PredictionError(f"This gradient-boosted task model has format {state.get('version')}, this code "
                                   f"reads {GBM_VERSION}; retrain it with `orchestrator train predictor`")
-        boosters = {(int(k), float(level)): lgb.Booster(model_str=text) for k, level, text in state["boosters"]}
+        boosters = {(int(k), float(level)): lgb.Booster(model_str=zlib.decompress(text).decode())
+                    for k, level, text in state["boosters"]}
         prior = Prior.from_dict(state["prior"]) if state.get("prior") else None
         return cls(boosters, state["quantiles"], prior, state.get("info"))
