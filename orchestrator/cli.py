@@ -6,6 +6,7 @@ import importlib
 import sys
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -45,4 +46,8 @@ def main() -> None:
     except OrchestratorError as exc:
         # The message is user text (file names, task ids): printed literally, one line per sentence, never wrapped.
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(2)
+    except ValidationError as exc:  # a settings model read from the environment or a config file
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+        console.print(f"[bold red]error:[/] invalid {escape(exc.title)}: {escape(fields)}", soft_wrap=True)
         sys.exit(2)

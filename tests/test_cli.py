@@ -154,3 +154,14 @@ def test_run_status_list_logs_end_to_end(ray_cluster, tmp_path):
             ray.kill(ray.get_actor("orchestrator", namespace="orchestrator"))
         except ValueError:
             pass
+
+
+def test_a_bad_setting_from_the_environment_exits_2_naming_it(tmp_path, cli_main, monkeypatch):
+    """A runtime setting read from the environment is checked before Ray starts: one line naming the field."""
+    path = tmp_path / "w.yaml"
+    path.write_text("name: w\ntasks:\n  - {id: a}\n")
+    monkeypatch.setenv("ORCHESTRATOR_MEMORY_REQUESTS", "auto")
+    code, out, err = cli_main("run", path, "--data-dir", tmp_path / "d")
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: invalid RuntimeConfig: memory_requests:") and "'sized'" in err
+    assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())  # nothing started or recorded
