@@ -122,7 +122,8 @@ class TaskGBM:
     # ---- training -----------------------------------------------------------------------------------------
     @classmethod
     def fit(cls, table: ExecutionTable, runs: Sequence[int], cfg: TaskModelConfig, prior: Prior | None = None,
-            num_boost_round: int = 300, seed: int | None = None, holdout: bool = False) -> "TaskGBM":
+            num_boost_round: int = 300, seed: int | None = None, holdout: bool = False,
+            params: dict[str, Any] | None = None) -> "TaskGBM":
         """Fit on episodes of `runs`; with `holdout`, of all but the latest runs of each family (those the LSTM
         validates on), so that the model's errors can be measured on them (`calibration.py`)."""
         import lightgbm as lgb
@@ -156,12 +157,12 @@ class TaskGBM:
                 continue
             weight = w_rt[ok] if k == 0 else None
             for level in cfg.quantiles:
-                params = {"objective": "quantile", "alpha": float(level), "learning_rate": 0.05, "num_leaves": 31,
-                          "min_data_in_leaf": 40, "feature_fraction": 0.9, "bagging_fraction": 0.8,
-                          "bagging_freq": 1, "lambda_l2": 1.0, "seed": cfg.seed, "num_threads": 1,
-                          "deterministic": True, "verbose": -1}
+                settings = {"objective": "quantile", "alpha": float(level), "learning_rate": 0.05, "num_leaves": 31,
+                            "min_data_in_leaf": 40, "feature_fraction": 0.9, "bagging_fraction": 0.8,
+                            "bagging_freq": 1, "lambda_l2": 1.0, "seed": cfg.seed, "num_threads": 1,
+                            "deterministic": True, "verbose": -1, **(params or {})}
                 data = lgb.Dataset(X[ok], resid[ok, k], weight=weight, free_raw_data=True)
-                boosters[(k, float(level))] = lgb.train(params, data, num_boost_round=num_boost_round)
+                boosters[(k, float(level))] = lgb.train(settings, data, num_boost_round=num_boost_round)
         info = {"episodes": len(episodes), "examples_per_target": counts, "rounds": num_boost_round,
                 "train_runs": len(train_runs), "validation_runs": len(val_runs)}
         return cls(boosters, cfg.quantiles, prior, info)
