@@ -135,7 +135,10 @@ def register(app: typer.Typer) -> None:
         console.print(f"latency of Predictor.predict (one task, {lat['history_size']} history steps, 1 thread, "
                       f"{lat['trials']} calls): p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
         console.print(f"selection (best 1-WAPE on the calibration runs): {ev.selection}; per family: "
-                      f"{ev.family_selection or 'none'}")
+                      f"{ev.family_selection or 'none'}"
+                      + ("" if ev.family_selection else
+                         f" (the calibration runs' own winners per family, row 'per-family', are not shipped: "
+                         f"{ev.info.get('family_choice') or 'none'}; evaluation.family_selection ships them)"))
         scales = {m: b.unseen_scale for m, b in ev.bands.items() if b.unseen_scale}
         if scales:
             console.print("band widening for a family never trained on (median over held-out families; runtime, "

@@ -227,8 +227,9 @@ def measure_latency(predictor: Predictor, trials: int = 1000, history_size: int 
 
 
 SELECTED = "selected"
+PER_FAMILY = "per-family"  # the choice per target and family, scored beside the shipped one
 MIN_FAMILY_TASKS = 100  # below this many calibration tasks a family uses the overall choice
-FAMILY_MARGIN = 0.02  # a family's own choice must beat the overall choice by this much 1-WAPE on calibration
+FAMILY_MARGIN = 0.05  # a family's own choice must beat the overall choice by this much 1-WAPE on calibration
 
 
 @dataclass
@@ -253,7 +254,7 @@ def _best(rows: list[dict], label: str, family: str, min_tasks: int = 0) -> dict
     best: dict[str, str] = {}
     for target in TARGETS:
         cands = [r for r in rows if r["eval"] == label and r["family"] == family
-                 and r["method"] not in ("prior", SELECTED) and np.isfinite(r[f"{target}_accuracy"])
+                 and r["method"] not in ("prior", SELECTED, PER_FAMILY) and np.isfinite(r[f"{target}_accuracy"])
                  and r[f"{target}_n"] >= min_tasks]
         if cands:
             best[target] = max(cands, key=lambda r: r[f"{target}_accuracy"])["method"]
@@ -315,12 +316,15 @@ class Fold:
     default: dict[str, str]
     per_family: dict[str, dict[str, str]]
     info: dict
+    family_selection: bool = False  # whether the shipped choice uses `per_family`
 
 
-def fit_fold(table: ExecutionTable, runs: Sequence[int], cfg: PredictionConfig, label: str) -> Fold:
+def fit_fold(table: ExecutionTable, runs: Sequence[int], cfg: PredictionConfig, label: str,
+             with_prior_runs: bool = True) -> Fold:
     """Train the LSTM and the gradient-boosted model on `runs` (both leave the latest runs of each family out
     for validation), fit every method's conformal band on those validation runs (history with and without
-    earlier runs, cut as the evaluation cuts), and choose the method per target and family there."""
+    earlier runs, cut as the evaluation cuts), and choose the method per target and family there on the
+    episodes cut like the ones that will be scored (`with_prior_runs`)."""
     tm = cfg.task_model
     frac = cfg.evaluation.history_fraction
     prior = Prior.fit(table, table.select_runs(runs), tm.quantiles)
@@ -331,25 +335,30 @@ def fit_fold(table: ExecutionTable, runs: Sequence[int], cfg: PredictionConfig, 
     gbm = TaskGBM.fit(table, runs, tm, prior, holdout=True)
     raw = method_table(lstm, prior, tm.quantiles, gbm)
     _, val_runs = split_validation_runs(table, runs, tm.validation_fraction)
-    episodes = (held_out_episodes(table, val_runs, frac, True, tm.max_history)
-                + held_out_episodes(table, val_runs, frac, False, tm.max_history))
+    chosen_on = held_out_episodes(table, val_runs, frac, with_prior_runs, tm.max_history)
+    episodes = chosen_on + held_out_episodes(table, val_runs, frac, not with_prior_runs, tm.max_history)
     batch = Batch.of(table, episodes)
     bands: dict[str, ConformalBands] = {}
+    scored = Scored()
     default: dict[str, str] = {}
     per_family: dict[str, dict[str, str]] = {}
     if len(batch):
         preds = {name: fn(batch.histories, batch.queries) for name, fn in raw.items()}
         bands = {name: ConformalBands.fit(p, batch.truth, batch.spreads, batch.groups, tm.quantiles)
                  for name, p in preds.items()}
-        scored = Scored()
-        score_predictions(batch, preds, tm.quantiles, label, scored)
+        part = Batch(batch.histories[:len(chosen_on)], batch.queries[:len(chosen_on)],
+                     batch.truth[:len(chosen_on)], batch.families[:len(chosen_on)],
+                     batch.spreads[:len(chosen_on)], batch.groups[:len(chosen_on)])
+        score_predictions(part, {n: p[:len(chosen_on)] for n, p in preds.items()}, tm.quantiles, label, scored)
         default, per_family = select_per_family(scored.rows, label)
     gbm = TaskGBM.fit(table, runs, tm, prior)
     raw[GBM] = gbm.predict_batch
     methods = {name: calibrated(fn, bands[name]) if name in bands else fn for name, fn in raw.items()}
     info = {**fit_info, "gbm": gbm.info, "calibration_runs": [table.runs[r] for r in val_runs],
-            "calibration_tasks": len(batch), "selection": default, "family_selection": per_family}
-    return Fold(lstm, gbm, prior, raw, methods, bands, default, per_family, info)
+            "calibration_tasks": len(batch), "selection": default, "family_selection": per_family,
+            "calibration_rows": scored.rows if len(batch) else []}
+    return Fold(lstm, gbm, prior, raw, methods, bands, default, per_family, info,
+                cfg.evaluation.family_selection)
 
 
 @dataclass
@@ -377,8 +386,12 @@ def score_fold(scoring: Scoring, quantiles: tuple[float, ...], label: str, out: 
     unseen = np.ones(len(batch), dtype=bool) if unseen_scale else None
     preds = {name: fold.bands[name].apply(p, batch.spreads, batch.groups, unseen, (unseen_scale or {}).get(name))
              if name in fold.bands else p for name, p in raw.items()}
-    preds[SELECTED] = selected_predictions(preds, batch.families, fold.default, fold.per_family)
-    raw[SELECTED] = selected_predictions(raw, batch.families, fold.default, fold.per_family)
+    shipped = fold.per_family if fold.family_selection else {}
+    preds[SELECTED] = selected_predictions(preds, batch.families, fold.default, shipped)
+    raw[SELECTED] = selected_predictions(raw, batch.families, fold.default, shipped)
+    if fold.per_family and not fold.family_selection:
+        preds[PER_FAMILY] = selected_predictions(preds, batch.families, fold.default, fold.per_family)
+        raw[PER_FAMILY] = selected_predictions(raw, batch.families, fold.default, fold.per_family)
     score_predictions(batch, preds, quantiles, label, out, by_family, raw=raw)
 
 
@@ -434,11 +447,12 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
     fold = fit_fold(table, train_runs, cfg, "calibration")
     models["time-split"], gbms["time-split"] = fold.lstm, fold.gbm
     info["time-split"] = {**fold.info, "test_runs": [table.runs[r] for r in test_runs]}
+    out.rows += [{**r, "eval": "calibration"} for r in fold.info["calibration_rows"]]  # where the choice was made
     eps = held_out_episodes(table, test_runs, frac, True, tm.max_history)
     score_fold(predict_fold(table, fold, eps), tm.quantiles, f"time-split@{frac:.0%}", out)
     say("time split: online curve")
-    online_curve(table, test_runs, {**fold.methods, SELECTED: selected_method(fold.methods, fold.default,
-                                                                                fold.per_family)},
+    shipped = fold.per_family if fold.family_selection else {}
+    online_curve(table, test_runs, {**fold.methods, SELECTED: selected_method(fold.methods, fold.default, shipped)},
                  cfg, out, with_prior_runs=True)
 
     if lofo:
@@ -448,7 +462,7 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
             fam_idx = table.families.index(fam)
             others = [r for r in range(len(table.runs)) if table.run_family[r] != fam_idx]
             held = [r for r in range(len(table.runs)) if table.run_family[r] == fam_idx]
-            f = fit_fold(table, others, cfg, "calibration")
+            f = fit_fold(table, others, cfg, "calibration", with_prior_runs=False)
             models[f"lofo:{fam}"], gbms[f"lofo:{fam}"] = f.lstm, f.gbm
             info[f"lofo:{fam}"] = f.info
             scorings[fam] = predict_fold(table, f, held_out_episodes(table, held, frac, False, tm.max_history))
@@ -464,7 +478,7 @@ def evaluate_task_predictors(table: ExecutionTable, cfg: PredictionConfig, lofo:
                 fold.bands[name].unseen_scale = ks
 
     say("latency")
-    shipped = Predictor(fold.lstm, fold.default, gbm=fold.gbm, family_selection=fold.per_family, bands=fold.bands)
-    latency = measure_latency(shipped, cfg.evaluation.latency_trials)
-    return TaskEvaluation(out.rows, fold.default, latency, models, info, fold.per_family, fold.bands, gbms,
-                          fold.methods)
+    predictor = Predictor(fold.lstm, fold.default, gbm=fold.gbm, family_selection=shipped, bands=fold.bands)
+    latency = measure_latency(predictor, cfg.evaluation.latency_trials)
+    info["family_choice"] = fold.per_family  # found on the calibration runs, shipped only with family_selection
+    return TaskEvaluation(out.rows, fold.default, latency, models, info, shipped, fold.bands, gbms, fold.methods)
