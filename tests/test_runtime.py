@@ -405,6 +405,35 @@ def test_structured_logs_carry_run_and_task_ids(orch, tmp_path):
     assert {r["message"] for r in mine} >= {"workflow run submitted", "workflow run failed"}
 
 
+def test_waiting_tasks_are_predicted_again_as_their_siblings_finish(orch):
+    """A chain of tasks of one category that this run makes much slower than the earlier run: once siblings
+    finish, the tasks still waiting are predicted again from them, closer to what they take."""
+    h = orch()
+
+    def chain(seconds, n):
+        return {"name": "refreshed", "tasks": [
+            {"id": f"c{i}", "category": "slowing", "entrypoint": f"{B}:sleep", "args": [seconds],
+             "input_bytes": 1000, **({"depends_on": [f"c{i - 1}"]} if i else {})} for i in range(n)]}
+
+    assert _run(h, chain(0.02, 3))["status"] == "succeeded"
+    slow = _run(h, chain(0.3, 10))
+    assert slow["status"] == "succeeded"
+    store = orch.store()
+    deadline = time.time() + 20
+    rows = []
+    while time.time() < deadline:
+        rows = store.predictions(run_id=slow["run_id"], with_actuals=True)
+        if sum(r.task_id == "c9" for r in rows) >= 5 and all(r.actual_runtime is not None for r in rows):
+            break
+        time.sleep(0.2)
+    last = sorted((r for r in rows if r.task_id == "c9"), key=lambda r: (r.created_at, r.id))
+    # at admission, then after 1, 2, 4 and 8 siblings finished (the last only if c9 has not started by then)
+    assert len(last) >= 4, len(last)
+    first, latest = last[0].predicted_runtime, last[-1].predicted_runtime
+    assert first < 0.1 and latest > 0.15, (first, latest)  # from the earlier run's 0.02 s to this run's 0.3 s
+    assert abs(latest - last[-1].actual_runtime) < abs(first - last[-1].actual_runtime)
+
+
 def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch, tmp_path):
     h = orch()
     spec = {"name": "predicted", "tasks": [
@@ -418,10 +447,10 @@ def test_tasks_without_duration_are_predicted_and_tracked_against_actuals(orch, 
     rows = []
     while time.time() < deadline:
         rows = store.predictions(run_id=second["run_id"], with_actuals=True)
-        if len(rows) == 6:
+        if len({r.task_id for r in rows}) == 6 and all(r.actual_runtime is not None for r in rows):
             break
         time.sleep(0.2)
-    assert len(rows) == 6, "every task without a duration gets a stored prediction with its actual"
+    assert len({r.task_id for r in rows}) == 6, "every task without a duration gets a stored prediction"
     for r in rows:
         assert r.model_version.startswith("predictor/")
         assert r.runtime_lower <= r.predicted_runtime <= r.runtime_upper

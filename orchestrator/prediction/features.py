@@ -3,6 +3,7 @@ and the same data as flat arrays for training. Bad values are rejected here with
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -75,7 +76,8 @@ class TaskFeatures:
 @dataclass(frozen=True)
 class Execution:
     """One finished execution of a category: its sizes and what it used. `same_run` marks a sibling that
-    finished earlier in the run being predicted (as opposed to an execution from an earlier run)."""
+    finished earlier in the run being predicted (as opposed to an execution from an earlier run); `run_id`, where
+    known, lets one history serve several runs (`History.for_run`)."""
 
     category: str
     runtime: float  # seconds
@@ -84,6 +86,7 @@ class Execution:
     input_bytes: float | None = None
     output_bytes: float | None = None
     same_run: bool = False
+    run_id: str | None = None
 
     def __post_init__(self) -> None:
         what = f"execution of '{self.category}'"
@@ -125,12 +128,18 @@ class History:
     def of(self, category: str) -> list[Execution]:
         return list(self._by_category.get(category, ()))
 
+    def for_run(self, category: str, run_id: str) -> list[Execution]:
+        """The category's executions as seen by run `run_id`: its own (by `run_id`) are its finished siblings
+        (`same_run`), every other run's are earlier runs."""
+        return [e if e.same_run == (e.run_id == run_id) else dataclasses.replace(e, same_run=e.run_id == run_id)
+                for e in self._by_category.get(category, ())]
+
     def new_run(self) -> "History":
         """The same history with every execution marked as coming from an earlier run."""
         h = History(max_per_category=self.max_per_category)
         for rows in self._by_category.values():
             for e in rows:
-                h.add(Execution(e.category, e.runtime, e.cpu, e.memory, e.input_bytes, e.output_bytes, False))
+                h.add(Execution(e.category, e.runtime, e.cpu, e.memory, e.input_bytes, e.output_bytes, False, e.run_id))
         return h
 
     @property

@@ -1,7 +1,9 @@
 """Task predictions inside the runtime: tasks that come without an expected duration are predicted (runtime, cpu,
 memory quantiles) when their run is admitted; the median runtime becomes what the scheduling policy is told;
 every prediction is stored in `resource_predictions`, and the actual use is filled in when the task finishes,
-so that accuracy is tracked over time. Finished tasks feed the predictor's history (online learning).
+so that accuracy is tracked over time. Finished tasks feed the predictor's history (online learning), and a
+category's waiting tasks are predicted again when 1, 2, 4, ... 32 of their siblings in the run have finished:
+what the run's own tasks took is the best evidence there is for the rest (each refresh is stored as a new row).
 
 Runs in a background thread of the orchestrator actor: predictions are advisory and never hold up dispatch.
 """
@@ -10,10 +12,15 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import OrderedDict
 import threading
 from typing import Any
 
 log = logging.getLogger("orchestrator.runtime.prediction")
+
+# Refresh a category's waiting predictions when this many of its siblings finished (powers of two up to the
+# predictors' history window): at most six extra passes over a category, however large.
+REFRESH_AT = frozenset(2**k for k in range(6))
 
 
 class TaskPredictions:
@@ -30,6 +37,9 @@ class TaskPredictions:
         self._thread = threading.Thread(target=self._work, name="orchestrator-predictions", daemon=True)
         self._thread.start()
         self.errors = 0
+        self.refreshes = 0
+        # (run id, category) -> siblings finished in the run; the oldest forgotten beyond 4,096 entries
+        self._finished: OrderedDict[tuple[str, str], int] = OrderedDict()
         # Called with (run, {task index: predicted seconds}) under the lock: `RuntimeState.update_predictions`.
         self.on_predicted = None
 
@@ -75,7 +85,7 @@ class TaskPredictions:
                     continue
                 self.history.add(Execution(spec.category, e.duration, e.cpu,
                                            float(e.peak_memory) if e.peak_memory else None,
-                                           spec.input_bytes, spec.output_bytes, same_run=False))
+                                           spec.input_bytes, spec.output_bytes, same_run=False, run_id=rec.run_id))
                 seeded += 1
         log.info("prediction history seeded with %d executions", seeded)
 
@@ -85,10 +95,14 @@ class TaskPredictions:
         family = run.workflow.family
         pairs: list[tuple[str, Any]] = []
         medians: dict[int, float] = {}
+        seen: dict[str, list] = {}  # category -> its history as this run sees it (its own finished siblings)
         for i in indices:
             spec = run.specs[i]
             try:
-                p = self.predictor.predict(spec, self.history, family)
+                rows = seen.get(spec.category)
+                if rows is None:
+                    rows = seen[spec.category] = self.history.for_run(spec.category, run.run_id)
+                p = self.predictor.predict(spec, rows, family)
             except Exception as exc:  # noqa: BLE001 - e.g. a category never seen and no prior
                 log.info("no prediction for %s: %s", spec.id, exc, extra={"run_id": run.run_id, "task_id": spec.id})
                 continue
@@ -106,7 +120,26 @@ class TaskPredictions:
 
         spec = run.specs[i]
         self.history.add(Execution(spec.category, duration, cpu, float(peak_memory) if peak_memory else None,
-                                   spec.input_bytes, spec.output_bytes, same_run=True))
+                                   spec.input_bytes, spec.output_bytes, same_run=True, run_id=run.run_id))
         if spec.duration is None:
             self.store.update_prediction_actuals([PredictionActual(
                 run.run_id, spec.id, duration, cpu, float(peak_memory) if peak_memory else None)])
+        key = (run.run_id, spec.category)
+        done = self._finished[key] = self._finished.get(key, 0) + 1
+        self._finished.move_to_end(key)
+        if len(self._finished) > 4096:
+            self._finished.popitem(last=False)
+        if done in REFRESH_AT:
+            self._refresh(run, spec.category)
+
+    def _refresh(self, run, category: str) -> None:
+        """Predict again the tasks of `category` in this run that came without a duration and have not started."""
+        from ..scheduling.interface import TASK_PENDING, TASK_READY
+
+        with self.lock:  # a run that ended has nothing waiting (and `update_predictions` ignores it)
+            codes = bytes(run.status)
+            waiting = [i for i, t in enumerate(run.specs) if t.category == category and t.duration is None
+                       and codes[i] in (TASK_PENDING, TASK_READY)]
+        if waiting:
+            self.refreshes += 1
+            self._predict(run, waiting)
