@@ -253,3 +253,32 @@ def test_query_output_size_is_not_a_prediction_input(table, trained):
     after = encode_episodes(changed, episodes, lstm.cfg.max_history)
     np.testing.assert_array_equal(after.batch.query, before.batch.query)
     np.testing.assert_array_equal(after.batch.steps, before.batch.steps)
+
+
+def test_an_unseen_familys_runtime_band_follows_its_runs_own_errors(trained):
+    """For a family the models never trained on, the run's own errors (once there are enough) set the runtime
+    band: large errors widen it; a family the models trained on, or too few errors, keep the calibrated band."""
+    from orchestrator.prediction.calibration import MIN_RUN_ERRORS, ConformalBands
+
+    lstm, _, _ = trained
+    bands = ConformalBands(0.1, 0.9, {"0": {"*": (-0.5, 0.5)}}, unseen_scale={"0": 1.0})
+    predictor = Predictor(lstm, {"runtime": "category-median-32", "cpu": "lstm", "memory": "category-mean"},
+                          bands={"category-median-32": bands})
+    history = [Execution("mProject", 10.0 + i, 0.9, 2e7, 1e6, None) for i in range(8)]
+    wide = [-3.0, 3.0] * (MIN_RUN_ERRORS // 2)
+    assert not predictor.trained_on("a-new-family") and predictor.trained_on("montage")
+
+    def band(family, errors):
+        p = predictor.predict(TaskFeatures("mProject", 1e6, None, family), history, run_errors=errors).runtime
+        return p.low, p.median, p.high
+
+    plain = band("a-new-family", None)
+    widened = band("a-new-family", wide)
+    assert widened[1] == plain[1] and widened[0] < plain[0] and widened[2] > plain[2]
+    assert band("a-new-family", wide[:MIN_RUN_ERRORS - 1]) == plain  # too few errors yet
+    assert band("montage", wide) == band("montage", None)  # a family the models trained on
+    # the error measured for a finished task is on the calibration's scale: log ratio / the history's spread
+    err = predictor.runtime_error(TaskFeatures("mProject", 1e6, None, "a-new-family"), history, "a-new-family",
+                                  actual=2 * plain[1])
+    spread = np.sqrt(np.log([10.0 + i for i in range(8)]).var() + 0.1**2)
+    assert err == pytest.approx(np.log(2) / spread)

@@ -18,6 +18,7 @@ from .baselines import CPU_EPS
 from .features import MIN_RUNTIME
 from .history_arrays import HistoryArrays
 
+MIN_RUN_ERRORS = 30  # a run's own errors make a band once its finished siblings gave this many
 SPREAD_FLOOR = 0.1  # on the log scale: a category whose history agrees exactly still gets a 10%-wide unit
 MIN_ERRORS = 30
 POOLED = "*"
@@ -116,6 +117,22 @@ class ConformalBands:
             out[:, k, q - 1] = np.fmax(hi, out[:, k, :q - 1].max(axis=-1)) if q > 1 else hi
         return out
 
+    def with_run_errors(self, plain: np.ndarray, spreads: np.ndarray, errors: np.ndarray) -> np.ndarray | None:
+        """For a family the model never trained on: the runtime band of `plain` (calibrated, not widened) joined
+        with the band of the run's own normalised errors so far (their `low`-`high` quantiles), or None when the
+        run has fewer than MIN_RUN_ERRORS of them. A new family's errors differ from family to family; once its
+        run has shown them, they say more than a factor measured on other families."""
+        errors = np.asarray(errors, dtype=np.float64)
+        errors = errors[np.isfinite(errors)]
+        if errors.size < MIN_RUN_ERRORS:
+            return None
+        out = plain.copy()
+        z = _to_scale(plain[:, 0, plain.shape[-1] // 2], 0)
+        lo, hi = np.quantile(errors, [self.low, self.high])
+        out[:, 0, 0] = np.fmin(plain[:, 0, 0], _from_scale(z + lo * spreads[:, 0], 0))
+        out[:, 0, -1] = np.fmax(plain[:, 0, -1], _from_scale(z + hi * spreads[:, 0], 0))
+        return out
+
     def to_dict(self) -> dict:
         return {"low": self.low, "high": self.high, "errors": self.errors, "unseen_scale": self.unseen_scale,
                 "table": {k: {g: list(v) for g, v in per.items()} for k, per in self.table.items()}}
@@ -126,6 +143,11 @@ class ConformalBands:
                    {k: {g: (float(v[0]), float(v[1])) for g, v in per.items()} for k, per in d["table"].items()},
                    {k: int(v) for k, v in d.get("errors", {}).items()},
                    {k: float(v) for k, v in d.get("unseen_scale", {}).items()})
+
+
+def normalised_error(actual: float, median: float, spread: float, k: int = 0) -> float:
+    """The error `ConformalBands` works with: on the target's log scale, divided by the history's spread."""
+    return float((_to_scale(np.array([actual]), k)[0] - _to_scale(np.array([median]), k)[0]) / spread)
 
 
 def contexts(hs: Sequence[HistoryArrays]) -> tuple[np.ndarray, list[str]]:

@@ -16,7 +16,7 @@ import torch
 from ..errors import PredictionError
 from ..model import TaskSpec
 from .baselines import BASELINES, CategoryMean, Prior, TaskBaseline
-from .calibration import ConformalBands, history_context
+from .calibration import ConformalBands, history_context, normalised_error
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TaskModelConfig, load_config
 from .features import TARGETS, Execution, History, TaskFeatures
@@ -221,12 +221,14 @@ class Predictor:
         return {**self.selection, **self.family_selection.get(family or "", {})}
 
     def predict(self, task: TaskFeatures | TaskSpec, history: History | Sequence[Execution] | None = None,
-                family: str | None = None) -> Prediction:
-        """Quantiles for one task given its category's finished executions (other categories are ignored)."""
+                family: str | None = None, run_errors: Sequence[float] | None = None) -> Prediction:
+        """Quantiles for one task given its category's finished executions (other categories are ignored).
+        `run_errors`: `runtime_error` of the run's finished tasks so far; for a family the models never trained
+        on, enough of them set the runtime band (`ConformalBands.with_run_errors`)."""
         features = TaskFeatures.from_task(task, family) if isinstance(task, TaskSpec) else task
         rows = _as_history(history, features.category)
         arrays = HistoryArrays.from_executions(rows)
-        values, methods = self.predict_arrays(arrays, Query.from_features(features))
+        values, methods = self.predict_arrays(arrays, Query.from_features(features), run_errors)
         qs = [None if not np.isfinite(v).all() else Quantiles(self.quantiles, tuple(float(x) for x in v))
               for v in values]
         if qs[0] is None:
@@ -234,7 +236,20 @@ class Predictor:
                                   "and no prior is loaded; load a trained model or give some history")
         return Prediction(features.category, qs[0], qs[1], qs[2], methods, len(rows))
 
-    def predict_arrays(self, history: HistoryArrays, query: Query) -> tuple[np.ndarray, dict[str, str]]:
+    def runtime_error(self, task: TaskFeatures | TaskSpec, history: History | Sequence[Execution] | None,
+                      family: str | None, actual: float) -> float | None:
+        """How far off the runtime prediction of a task that has just finished was, from the history before it,
+        on the calibration's scale (None without history: the prior is not what `run_errors` measures)."""
+        features = TaskFeatures.from_task(task, family) if isinstance(task, TaskSpec) else task
+        arrays = HistoryArrays.from_executions(_as_history(history, features.category))
+        if not len(arrays):
+            return None
+        values, _ = self.predict_arrays(arrays, Query.from_features(features))
+        median = float(np.interp(0.5, self.quantiles, values[0]))
+        return normalised_error(actual, median, float(history_context(arrays)[0][0]))
+
+    def predict_arrays(self, history: HistoryArrays, query: Query,
+                       run_errors: Sequence[float] | None = None) -> tuple[np.ndarray, dict[str, str]]:
         if not len(history):
             if self.prior is None:
                 return np.full((3, len(self.quantiles)), np.nan), {t: "none" for t in TARGETS}
@@ -254,8 +269,13 @@ class Predictor:
                     p = self._baselines[method].predict(history, query)
                 if method in self.bands:
                     context = context or history_context(history)
-                    p = self.bands[method].apply(p[None], context[0][None], [context[1]],
-                                                 np.array([not self.trained_on(query.family)]))[0]
+                    band, unseen = self.bands[method], not self.trained_on(query.family)
+                    calibrated = band.apply(p[None], context[0][None], [context[1]], np.array([unseen]))
+                    if unseen and run_errors is not None and target == "runtime":  # the run's own errors, if enough
+                        plain = band.apply(p[None], context[0][None], [context[1]])
+                        from_run = band.with_run_errors(plain, context[0][None], run_errors)
+                        calibrated = calibrated if from_run is None else from_run
+                    p = calibrated[0]
                 cache[method] = p
             out[k] = cache[method][k]
             methods[target] = method

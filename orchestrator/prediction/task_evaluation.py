@@ -368,24 +368,63 @@ class Scoring:
     fold: Fold
     batch: Batch
     raw: dict[str, np.ndarray]
+    runs: np.ndarray  # the run of each scored episode
+    sibling_errors: dict[str, dict[int, np.ndarray]]  # method -> run -> normalised runtime errors on its siblings
 
 
 def predict_fold(table: ExecutionTable, fold: Fold, episodes: list[Episode]) -> Scoring:
     batch = Batch.of(table, episodes)
     raw = {name: fn(batch.histories, batch.queries) for name, fn in fold.raw.items()} if len(batch) else {}
-    return Scoring(fold, batch, raw)
+    runs = np.array([int(table.run[e.query]) for e in episodes], dtype=np.int64)
+    return Scoring(fold, batch, raw, runs, sibling_errors(table, episodes, fold.raw) if len(batch) else {})
+
+
+def sibling_errors(table: ExecutionTable, episodes: list[Episode], methods: dict[str, Method]
+                   ) -> dict[str, dict[int, np.ndarray]]:
+    """For each method and run: its normalised runtime errors (`ConformalBands`' scale) on the run's siblings that
+    had finished when the episodes were cut, each predicted from what had finished before it. What the method
+    got wrong on this run so far: the evidence a run-level band is made of."""
+    from .calibration import _to_scale
+
+    first: dict[tuple[int, int], Episode] = {}
+    for e in episodes:
+        first.setdefault((int(table.run[e.query]), int(table.category[e.query])), e)
+    cut, runs = [], []
+    for (run, _cat), e in first.items():
+        prior, sibs = e.history[~e.same_run], e.history[e.same_run]
+        for t in range(sibs.size):
+            if prior.size + t:
+                cut.append(Episode(np.concatenate([prior, sibs[:t]]),
+                                   np.concatenate([np.zeros(prior.size, bool), np.ones(t, bool)]), int(sibs[t])))
+                runs.append(run)
+    if not cut:
+        return {}
+    batch, runs_arr = Batch.of(table, cut), np.asarray(runs)
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for name, fn in methods.items():
+        p = fn(batch.histories, batch.queries)
+        err = (_to_scale(batch.truth[:, 0], 0) - _to_scale(p[:, 0, 1], 0)) / batch.spreads[:, 0]
+        out[name] = {int(r): err[(runs_arr == r) & np.isfinite(err)] for r in np.unique(runs_arr)}
+    return out
 
 
 def score_fold(scoring: Scoring, quantiles: tuple[float, ...], label: str, out: Scored, by_family: bool = True,
                unseen_scale: dict[str, dict[str, float]] | None = None) -> None:
-    """Score a fold's predictions with its calibrated bands (widened by `unseen_scale[method]` when given: the
-    scored family was never trained on) and the selected row."""
+    """Score a fold's predictions with its calibrated bands and the selected row. With `unseen_scale` (the scored
+    family was never trained on), a run whose siblings already gave MIN_RUN_ERRORS errors gets its runtime band
+    from them (`run_band`); other runs get the band widened by `unseen_scale[method]`."""
     fold, batch, raw = scoring.fold, scoring.batch, dict(scoring.raw)
     if not len(batch):
         return
     unseen = np.ones(len(batch), dtype=bool) if unseen_scale else None
     preds = {name: fold.bands[name].apply(p, batch.spreads, batch.groups, unseen, (unseen_scale or {}).get(name))
              if name in fold.bands else p for name, p in raw.items()}
+    if unseen_scale:  # a family never trained on: where the run's own errors suffice, its runtime band follows them
+        for name in preds:
+            if name in fold.bands and name in scoring.sibling_errors:
+                plain = fold.bands[name].apply(raw[name], batch.spreads, batch.groups)
+                preds[name] = run_band(plain, preds[name], batch.spreads, scoring.runs, scoring.sibling_errors[name],
+                                       fold.bands[name])
     shipped = fold.per_family if fold.family_selection else {}
     preds[SELECTED] = selected_predictions(preds, batch.families, fold.default, shipped)
     raw[SELECTED] = selected_predictions(raw, batch.families, fold.default, shipped)
@@ -393,6 +432,18 @@ def score_fold(scoring: Scoring, quantiles: tuple[float, ...], label: str, out: 
         preds[PER_FAMILY] = selected_predictions(preds, batch.families, fold.default, fold.per_family)
         raw[PER_FAMILY] = selected_predictions(raw, batch.families, fold.default, fold.per_family)
     score_predictions(batch, preds, quantiles, label, out, by_family, raw=raw)
+
+
+def run_band(plain: np.ndarray, fallback: np.ndarray, spreads: np.ndarray, runs: np.ndarray,
+             errors: dict[int, np.ndarray], bands: ConformalBands) -> np.ndarray:
+    """`ConformalBands.with_run_errors` per run: runs with too few sibling errors keep `fallback`."""
+    out = fallback.copy()
+    for run in np.unique(runs):
+        sel = runs == run
+        widened = bands.with_run_errors(plain[sel], spreads[sel], errors.get(int(run), np.zeros(0)))
+        if widened is not None:
+            out[sel] = widened
+    return out
 
 
 def unseen_family_scales(scorings: dict[str, Scoring]) -> dict[str, dict[str, dict[str, float]]]:

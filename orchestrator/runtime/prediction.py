@@ -11,6 +11,7 @@ Runs in a background thread of the orchestrator actor: predictions are advisory 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 from collections import OrderedDict
 import threading
@@ -21,6 +22,7 @@ log = logging.getLogger("orchestrator.runtime.prediction")
 # Refresh a category's waiting predictions when this many of its siblings finished (powers of two up to the
 # predictors' history window): at most six extra passes over a category, however large.
 REFRESH_AT = frozenset(2**k for k in range(6))
+RUN_ERRORS = 200  # a run's own prediction errors kept for its runtime band
 
 
 class TaskPredictions:
@@ -40,6 +42,9 @@ class TaskPredictions:
         self.refreshes = 0
         # (run id, category) -> siblings finished in the run; the oldest forgotten beyond 4,096 entries
         self._finished: OrderedDict[tuple[str, str], int] = OrderedDict()
+        # run id -> `Predictor.runtime_error` of its finished tasks (up to RUN_ERRORS), for a family the models
+        # never trained on: enough of them set the runtime band of the run's later predictions
+        self._run_errors: OrderedDict[str, list[float]] = OrderedDict()
         # Called with (run, {task index: predicted seconds}) under the lock: `RuntimeState.update_predictions`.
         self.on_predicted = None
 
@@ -102,7 +107,7 @@ class TaskPredictions:
                 rows = seen.get(spec.category)
                 if rows is None:
                     rows = seen[spec.category] = self.history.for_run(spec.category, run.run_id)
-                p = self.predictor.predict(spec, rows, family)
+                p = self.predictor.predict(spec, rows, family, self._run_errors.get(run.run_id))
             except Exception as exc:  # noqa: BLE001 - e.g. a category never seen and no prior
                 log.info("no prediction for %s: %s", spec.id, exc, extra={"run_id": run.run_id, "task_id": spec.id})
                 continue
@@ -119,6 +124,7 @@ class TaskPredictions:
         from ..store.records import PredictionActual
 
         spec = run.specs[i]
+        self._record_error(run, spec, duration)
         self.history.add(Execution(spec.category, duration, cpu, float(peak_memory) if peak_memory else None,
                                    spec.input_bytes, spec.output_bytes, same_run=True, run_id=run.run_id))
         if spec.duration is None:
@@ -131,6 +137,21 @@ class TaskPredictions:
             self._finished.popitem(last=False)
         if done in REFRESH_AT:
             self._refresh(run, spec.category)
+
+    def _record_error(self, run, spec, duration: float) -> None:
+        """The finished task's runtime error from what had finished before it (one more prediction per task,
+        only for a family the models never trained on, and only until the run has RUN_ERRORS of them)."""
+        family = run.workflow.family
+        errors = self._run_errors.get(run.run_id)
+        if self.predictor.trained_on(family) or (errors is not None and len(errors) >= RUN_ERRORS):
+            return
+        error = self.predictor.runtime_error(spec, self.history.for_run(spec.category, run.run_id), family,
+                                             duration)
+        if error is not None and math.isfinite(error):
+            self._run_errors.setdefault(run.run_id, []).append(error)
+            self._run_errors.move_to_end(run.run_id)
+            if len(self._run_errors) > 1024:
+                self._run_errors.popitem(last=False)
 
     def _refresh(self, run, category: str) -> None:
         """Predict again the tasks of `category` in this run that came without a duration and have not started."""
