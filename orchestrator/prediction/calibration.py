@@ -24,7 +24,7 @@ MIN_ERRORS = 30
 POOLED = "*"
 
 
-def _to_scale(values: np.ndarray, k: int) -> np.ndarray:
+def to_scale(values: np.ndarray, k: int) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         if k == 0:
@@ -34,7 +34,7 @@ def _to_scale(values: np.ndarray, k: int) -> np.ndarray:
         return np.log(v)
 
 
-def _from_scale(z: np.ndarray, k: int) -> np.ndarray:
+def from_scale(z: np.ndarray, k: int) -> np.ndarray:
     return np.maximum(np.exp(z) - CPU_EPS, 0.0) if k == 1 else np.exp(z)
 
 
@@ -73,7 +73,7 @@ class ConformalBands:
         bands = cls(float(levels[0]), float(levels[-1]))
         groups = np.asarray(groups)
         for k in range(3):
-            err = (_to_scale(truth[:, k], k) - _to_scale(preds[:, k, mid], k)) / spreads[:, k]
+            err = (to_scale(truth[:, k], k) - to_scale(preds[:, k, mid], k)) / spreads[:, k]
             ok = np.isfinite(err)
             if ok.sum() < MIN_ERRORS:
                 continue
@@ -109,10 +109,10 @@ class ConformalBands:
         mid = q // 2
         for key, per in self.table.items():
             k = int(key)
-            z = _to_scale(out[:, k, mid], k)
+            z = to_scale(out[:, k, mid], k)
             bounds = np.array([per.get(g, per[POOLED]) for g in groups], dtype=np.float64).reshape(-1, 2)
-            lo = _from_scale(z + bounds[:, 0] * spreads[:, k], k)
-            hi = _from_scale(z + bounds[:, 1] * spreads[:, k], k)
+            lo = from_scale(z + bounds[:, 0] * spreads[:, k], k)
+            hi = from_scale(z + bounds[:, 1] * spreads[:, k], k)
             out[:, k, 0] = np.fmin(lo, out[:, k, 1:].min(axis=-1)) if q > 1 else lo
             out[:, k, q - 1] = np.fmax(hi, out[:, k, :q - 1].max(axis=-1)) if q > 1 else hi
         return out
@@ -127,10 +127,10 @@ class ConformalBands:
         if errors.size < MIN_RUN_ERRORS:
             return None
         out = plain.copy()
-        z = _to_scale(plain[:, 0, plain.shape[-1] // 2], 0)
+        z = to_scale(plain[:, 0, plain.shape[-1] // 2], 0)
         lo, hi = np.quantile(errors, [self.low, self.high])
-        out[:, 0, 0] = np.fmin(plain[:, 0, 0], _from_scale(z + lo * spreads[:, 0], 0))
-        out[:, 0, -1] = np.fmax(plain[:, 0, -1], _from_scale(z + hi * spreads[:, 0], 0))
+        out[:, 0, 0] = np.fmin(plain[:, 0, 0], from_scale(z + lo * spreads[:, 0], 0))
+        out[:, 0, -1] = np.fmax(plain[:, 0, -1], from_scale(z + hi * spreads[:, 0], 0))
         return out
 
     def to_dict(self) -> dict:
@@ -147,7 +147,7 @@ class ConformalBands:
 
 def normalised_error(actual: float, median: float, spread: float, k: int = 0) -> float:
     """The error `ConformalBands` works with: on the target's log scale, divided by the history's spread."""
-    return float((_to_scale(np.array([actual]), k)[0] - _to_scale(np.array([median]), k)[0]) / spread)
+    return float((to_scale(np.array([actual]), k)[0] - to_scale(np.array([median]), k)[0]) / spread)
 
 
 def contexts(hs: Sequence[HistoryArrays]) -> tuple[np.ndarray, list[str]]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .baselines import BASELINES, Prior
-from .calibration import ConformalBands, contexts
+from .calibration import ConformalBands, contexts, to_scale
 from .config import PredictionConfig
 from .features import TARGETS, ExecutionTable, Execution, TaskFeatures
 from .history_arrays import HistoryArrays, Query
@@ -185,7 +185,8 @@ def score_predictions(batch: Batch, preds: dict[str, np.ndarray], quantiles: tup
 
 
 def score_methods(table: ExecutionTable, episodes: list[Episode], methods: dict[str, Method],
-                  quantiles: tuple[float, ...], label: str, out: Scored, by_family: bool = True) -> dict[str, np.ndarray]:
+                  quantiles: tuple[float, ...], label: str, out: Scored,
+                  by_family: bool = True) -> dict[str, np.ndarray]:
     """`score_predictions` of every method on these episodes; returns the predictions."""
     batch = Batch.of(table, episodes)
     preds = {name: fn(batch.histories, batch.queries) for name, fn in methods.items()} if len(batch) else {}
@@ -384,8 +385,6 @@ def sibling_errors(table: ExecutionTable, episodes: list[Episode], methods: dict
     """For each method and run: its normalised runtime errors (`ConformalBands`' scale) on the run's siblings that
     had finished when the episodes were cut, each predicted from what had finished before it. What the method
     got wrong on this run so far: the evidence a run-level band is made of."""
-    from .calibration import _to_scale
-
     first: dict[tuple[int, int], Episode] = {}
     for e in episodes:
         first.setdefault((int(table.run[e.query]), int(table.category[e.query])), e)
@@ -403,7 +402,7 @@ def sibling_errors(table: ExecutionTable, episodes: list[Episode], methods: dict
     out: dict[str, dict[int, np.ndarray]] = {}
     for name, fn in methods.items():
         p = fn(batch.histories, batch.queries)
-        err = (_to_scale(batch.truth[:, 0], 0) - _to_scale(p[:, 0, 1], 0)) / batch.spreads[:, 0]
+        err = (to_scale(batch.truth[:, 0], 0) - to_scale(p[:, 0, 1], 0)) / batch.spreads[:, 0]
         out[name] = {int(r): err[(runs_arr == r) & np.isfinite(err)] for r in np.unique(runs_arr)}
     return out
 
@@ -466,7 +465,8 @@ def unseen_family_scales(scorings: dict[str, Scoring]) -> dict[str, dict[str, di
     return found
 
 
-def pooled_scales(found: dict[str, dict[str, dict[str, float]]], leave_out: str | None = None) -> dict[str, dict[str, float]]:
+def pooled_scales(found: dict[str, dict[str, dict[str, float]]],
+                  leave_out: str | None = None) -> dict[str, dict[str, float]]:
     """Median factor per method and target over the held-out families (but `leave_out`)."""
     per: dict[str, dict[str, list[float]]] = {}
     for fam, methods in found.items():
