@@ -246,11 +246,6 @@ class TaskEvaluation:
     methods: dict[str, Method] = field(default_factory=dict)  # the time split's, calibrated
 
 
-def choose_selection(rows: list[dict], label: str) -> dict[str, str]:
-    """Per target, the method with the best accuracy on the ALL row of evaluation `label` (prior excluded)."""
-    return _best(rows, label, "ALL")
-
-
 def _best(rows: list[dict], label: str, family: str, min_tasks: int = 0) -> dict[str, str]:
     best: dict[str, str] = {}
     for target in TARGETS:

@@ -20,11 +20,6 @@ log = logging.getLogger("orchestrator.runtime")
 UNKNOWN_FAMILY = "unknown"  # as `prediction.features.build_table` keys a workflow without a family
 
 
-def _log_size(value: float | None) -> float:
-    """log1p of a size in bytes, NaN when unknown or 0 (as `prediction.features.log_size`)."""
-    return float(np.log1p(value)) if value is not None and value > 0 else float("nan")
-
-
 @dataclass(frozen=True)
 class SizedRequest:
     """What the sizer gave one task: the request in bytes and what it was computed from (for its event)."""
@@ -50,7 +45,8 @@ class MemoryRequests:
     request they give a task."""
 
     def __init__(self, k: int = 8, margin: float = 0.05, max_per_category: int = 256):
-        from ..prediction.memory_sizing import input_knn  # (imports the prediction package: only in sized mode)
+        from ..prediction.features import log_size  # (imports the prediction package: only in sized mode)
+        from ..prediction.memory_sizing import input_knn
 
         if k < 1 or margin < 0:
             raise ValueError(f"memory sizing needs k >= 1 and margin >= 0 (got k={k}, margin={margin})")
@@ -58,6 +54,7 @@ class MemoryRequests:
         self.margin = margin
         self.max_per_category = max_per_category
         self._sizer = input_knn(k, margin)
+        self._log_size = log_size
         self._peaks: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
         self._arrays: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}  # of `_peaks`, built when read
 
@@ -73,7 +70,7 @@ class MemoryRequests:
         self._arrays.pop(key, None)
         peaks, inputs = self._peaks.setdefault(key, ([], []))
         peaks.append(float(peak))
-        inputs.append(_log_size(input_bytes))
+        inputs.append(self._log_size(input_bytes))
         if len(peaks) > self.max_per_category:
             del peaks[0], inputs[0]
 
@@ -94,19 +91,16 @@ class MemoryRequests:
         if (family or UNKNOWN_FAMILY, category) not in self._peaks:
             return None
         peaks, inputs = self.history(family, category)
-        return SizedRequest(int(np.ceil(self._sizer(peaks, inputs, _log_size(input_bytes)))), int(peaks.size))
+        return SizedRequest(int(np.ceil(self._sizer(peaks, inputs, self._log_size(input_bytes)))), int(peaks.size))
 
     def seed(self, store: Any, runs: int = 20) -> int:
         """Start from the successful attempts, with a recorded peak, of the `runs` most recent runs in the store
         (oldest first); returns how many were taken."""
+        from .recent import recent_successes
+
         seeded = 0
-        for rec in reversed(store.list_workflows(limit=runs)):
-            spec = store.load_spec(rec.run_id)
-            tasks = {t.id: t for t in spec.tasks}
-            for e in store.executions(rec.run_id):
-                t = tasks.get(e.task_id)
-                if t is None or e.status != "succeeded" or not e.peak_memory:
-                    continue
+        for _, spec, t, e in recent_successes(store, runs):
+            if e.peak_memory:
                 self.observe(spec.family, t.category, t.input_bytes, e.peak_memory)
                 seeded += 1
         log.info("memory sizing history seeded with %d executions", seeded)

@@ -80,18 +80,16 @@ class TaskPredictions:
     def _seed(self, runs: int = 20) -> None:
         """The history starts with the successful attempts of the most recent runs in the store."""
         from ..prediction import Execution
+        from .recent import recent_successes
 
         seeded = 0
-        for rec in reversed(self.store.list_workflows(limit=runs)):  # oldest first
-            specs = {t.id: t for t in self.store.load_spec(rec.run_id).tasks}
-            for e in self.store.executions(rec.run_id):
-                spec = specs.get(e.task_id)
-                if e.status != "succeeded" or spec is None or e.duration is None:
-                    continue
-                self.history.add(Execution(spec.category, e.duration, e.cpu,
-                                           float(e.peak_memory) if e.peak_memory else None,
-                                           spec.input_bytes, spec.output_bytes, same_run=False, run_id=rec.run_id))
-                seeded += 1
+        for rec, _, spec, e in recent_successes(self.store, runs):
+            if e.duration is None:
+                continue
+            self.history.add(Execution(spec.category, e.duration, e.cpu,
+                                       float(e.peak_memory) if e.peak_memory else None, spec.input_bytes,
+                                       spec.output_bytes, same_run=False, run_id=rec.run_id))
+            seeded += 1
         log.info("prediction history seeded with %d executions", seeded)
 
     def _predict(self, run, indices: list[int]) -> None:

@@ -589,14 +589,11 @@ class RuntimeState:
             raised = raised_request(enforced, self.max_node_memory())
             if raised is not None:
                 run.memory[i] = run.sized[i] = raised
-                self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=now)
+                outcome = self._retry(run, i, error, now)
                 self.changes.append(RunNote(run.run_id, "task.memory_raised", {
                     "from": int(current), "to": int(raised), "attempt": run.attempts[i],
                     "cap": int(self.max_node_memory())}, at=now, task_id=spec.id))
-                run.next_attempt_at[i] = now
-                self._retry_seq += 1
-                run.retry_order[i] = self._retry_seq
-                return "retrying"
+                return outcome
         if system:
             run.system_failures[i] += 1  # a lost worker is not the task's fault: it does not use up `retries`
             can_retry = run.system_failures[i] <= self.retry.system_retries
@@ -606,12 +603,7 @@ class RuntimeState:
         if can_retry and not run.cancel_requested:
             delay = 0.0 if system else self.retry.delay(run.failures[i], spec.retry_delay, seed=self.seed,
                                                         job=run.id, task=i)
-            next_at = now + delay
-            self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=next_at)
-            run.next_attempt_at[i] = next_at
-            self._retry_seq += 1
-            run.retry_order[i] = self._retry_seq
-            return "retrying"
+            return self._retry(run, i, error, now + delay)
         run.errors[i] = error
         self._move(run, i, TaskStatus.FAILED, error=error)
         cpus = run.dag.cpus
@@ -627,6 +619,14 @@ class RuntimeState:
             view.queue.update_job(run)
         self._maybe_finish(run)
         return "failed"
+
+    def _retry(self, run: RunState, i: int, error: str, at: float) -> str:
+        """Task i goes back to wait for its next attempt at `at` (retries due together start in failure order)."""
+        self._move(run, i, TaskStatus.RETRYING, error=error, next_attempt_at=at)
+        run.next_attempt_at[i] = at
+        self._retry_seq += 1
+        run.retry_order[i] = self._retry_seq
+        return "retrying"
 
     def release(self, run: RunState, i: int, node: int) -> None:
         """Give back what task i of `run` holds on `node` (or its place in the node's ahead queue)."""
